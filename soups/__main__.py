@@ -1,0 +1,3 @@
+from soups.cli import main
+
+main()

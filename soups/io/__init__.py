@@ -1,0 +1,1 @@
+"""File I/O: adapters, checkpoints (streamed shards), atomic output directories."""

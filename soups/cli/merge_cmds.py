@@ -1,0 +1,158 @@
+"""`soups merge`, `soups experts`, `soups inspect`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from soups.cli import app
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+@app.command("merge")
+def merge_cmd(
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="`1,0,1` (over the expert order) or `concise=1,expert=1`."),
+    experts: Optional[str] = typer.Option(None, "--experts", "-e", help="Expert dirs or names under experts/, comma-separated. Default: experts/default.yaml."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (built beside it, renamed when complete)."),
+    base: Optional[str] = typer.Option(None, "--base", help="`default` (embedded SmolLM2-135M-Instruct) or a model directory."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="merge_recipes/NAME.yaml; flags override its fields."),
+    weights_from: Optional[Path] = typer.Option(None, "--weights-from", help="user.json from `soups fit-weights` / `soups ask`."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="exact (default: true weighted sum of deltas) | linear (the paper's per-matrix averaging; adds cross terms) | svd (exact, truncated to --rank)."),
+    rank: Optional[int] = typer.Option(None, "--rank", help="Target rank for --method svd."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="full (a merged checkpoint, default) | adapter (one PEFT LoRA adapter)."),
+    no_normalize: bool = typer.Option(False, "--no-normalize", help="Keep weights as given (task arithmetic) instead of w = v / sum(v)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Output dtype: bfloat16 | float16 | float32 (default: the base's; float32 for adapters)."),
+    shard_size: str = typer.Option("5GB", "--shard-size", help="Largest output shard, e.g. 5GB, 500MB."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pickled .bin/.pt adapters (they can run code: only files you trust)."),
+) -> None:
+    """Merge experts into a personalized soup: a full checkpoint or one LoRA adapter.
+
+    Examples:
+
+        soups merge --weights 1,0,1 --out model/              # default experts: concise, friendly, expert
+
+        soups merge --experts concise,expert --weights concise=2,expert=1 --format adapter --out soup/
+
+        soups merge --recipe merge_recipes/concise_expert.yaml --out model/ --force
+    """
+    from soups.errors import ConfigError
+    from soups.merge.engine import MergeSpec, merge
+    from soups.merge.recipe import Recipe, load_recipe
+
+    rec = load_recipe(recipe) if recipe else None
+    names = _split(experts)
+    if weights_from is not None:
+        if weights is not None:
+            raise ConfigError("--weights and --weights-from both given; use one")
+        from soups.weights import weights_from_file
+
+        names_from, weights = weights_from_file(weights_from)
+        names = names or names_from
+    if rec is not None and names is None:
+        names = list(rec.experts)
+        weights = weights if weights is not None else ",".join(f"{v:g}" for v in rec.experts.values())
+    rec = rec or Recipe(experts={"_": 1.0})
+    if weights is None:
+        raise ConfigError("--weights is required (or --recipe / --weights-from); e.g. --weights 1,0,1")
+    if out is None:
+        raise ConfigError("--out is required: the directory to write the soup to")
+    spec = MergeSpec(
+        experts=names or [],
+        weights=weights,
+        out=out,
+        base=base or rec.base,
+        method=method or rec.method,
+        rank=rank if rank is not None else rec.rank,
+        format=format or rec.format,
+        normalize=False if no_normalize else rec.normalize,
+        dtype=dtype or rec.dtype,
+        shard_size=shard_size,
+        force=force,
+        allow_pickle=allow_pickle,
+    )
+    result = merge(spec, progress=True)
+    mix = ", ".join(f"{n}={w:.3g}" for n, w in result.weights.items())
+    typer.echo(f"wrote {result.format} soup ({result.method}: {mix}) to {result.out}")
+    if result.energy:
+        vals = list(result.energy.values())
+        typer.echo(f"svd kept energy per module: min {min(vals):.4f}, mean {sum(vals) / len(vals):.4f}")
+    if result.format == "adapter":
+        if result.max_lora_rank:
+            typer.echo(f"LoRA rank {result.rank}; serve with vLLM: --enable-lora --max-lora-rank {result.max_lora_rank}")
+        else:
+            typer.echo(f"LoRA rank {result.rank} exceeds vLLM's largest --max-lora-rank (512); use --method svd --rank K")
+
+
+@app.command("experts")
+def experts_cmd() -> None:
+    """List the known experts under experts/ (name, dimension, rank, targets, base); `*` marks the default set.
+
+    Example: soups experts
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from soups.config import experts_dir
+    from soups.errors import SoupsError
+    from soups.io.adapter import CONFIG_NAME, load_adapter
+    from soups.merge.engine import default_expert_names
+
+    try:
+        default = default_expert_names()
+    except SoupsError:
+        default = []
+    table = Table("name", "default", "dimension", "rank", "targets", "base", "algorithm")
+    root = experts_dir()
+    for path in sorted(p for p in root.iterdir() if (p / CONFIG_NAME).is_file()) if root.is_dir() else []:
+        a = load_adapter(path, name=path.name)
+        pos = f"* {default.index(a.name) + 1}" if a.name in default else ""
+        base = (a.meta.get("base") or {}).get("name") or a.config.get("base_model_name_or_path") or "?"
+        table.add_row(a.name, pos, a.meta.get("dimension") or "-", str(a.max_rank), ",".join(a.targets), str(base),
+                      str(a.meta.get("algorithm", "-")))
+    Console().print(table)
+    if default:
+        typer.echo(f"default set (order of positional --weights): {', '.join(default)}")
+    if table.row_count == 0:
+        typer.echo(f"no experts under {root}; train one with `soups train-expert --dim concise`")
+
+
+@app.command("inspect")
+def inspect_cmd(path: Path = typer.Argument(..., help="An expert adapter directory or a soup.")) -> None:
+    """Describe an expert adapter or a soup (full checkpoint or adapter).
+
+    Example: soups inspect experts/concise
+    """
+    from soups.errors import CheckpointError
+    from soups.io.adapter import CONFIG_NAME, load_adapter
+    from soups.io.checkpoint import read_index
+
+    if (path / "soup.json").is_file():
+        rec = json.loads((path / "soup.json").read_text())
+        typer.echo(f"soup: {rec['format']} ({rec['method']}), base {rec['base']['name']} {rec['base']['fingerprint']}")
+        for e in rec["experts"]:
+            typer.echo(f"  {e['name']:<14} weight {e['weight_raw']:g} -> {e['weight']:.4g}  sha256 {e['sha256'][:12]}")
+        if rec.get("rank"):
+            typer.echo(f"  LoRA rank {rec['rank']}, vLLM --max-lora-rank {rec.get('max_lora_rank')}")
+        if rec["format"] == "full":
+            idx = read_index(path)
+            typer.echo(f"  {len(idx.tensors)} tensors, {idx.total_size / 1e6:.1f} MB, dtype {rec.get('dtype')}")
+    elif (path / CONFIG_NAME).is_file():
+        a = load_adapter(path, name=path.name)
+        typer.echo(f"expert: {a.name}  dimension {a.meta.get('dimension', '-')}  rank {a.max_rank}  "
+                   f"targets {','.join(a.targets)}  rsLoRA {bool(a.config.get('use_rslora'))}")
+        typer.echo(f"  {len(a.modules)} modules; base {(a.meta.get('base') or {}).get('fingerprint') or a.config.get('base_model_name_or_path')}")
+        for key in ("algorithm", "reward", "wall_time_s"):
+            if key in a.meta:
+                typer.echo(f"  {key}: {json.dumps(a.meta[key])}")
+    elif (path / "config.json").is_file():
+        idx = read_index(path)
+        typer.echo(f"model: {len(idx.tensors)} tensors, {idx.total_size / 1e6:.1f} MB")
+    else:
+        raise CheckpointError(f"{path}: not an expert (adapter_config.json) or a soup (soup.json)")

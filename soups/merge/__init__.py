@@ -1,0 +1,1 @@
+"""The merge engine: experts + weights + method -> full checkpoint or one LoRA adapter."""

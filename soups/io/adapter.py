@@ -156,7 +156,7 @@ def load_adapter(path: Path, name: str | None = None, allow_pickle: bool = False
         if set(ab) != {"A", "B"}:
             raise AdapterError(f"{path}: module {module} has lora_{next(iter(ab))} but not its pair")
         if pickled:
-            a_t, b_t = pickled[ab["A"]], pickled[ab["B"]]
+            a_t, b_t = (pickled[ab[x]].float().numpy() for x in "AB")
             a_shape, b_shape = tuple(a_t.shape), tuple(b_t.shape)
             a_info = b_info = None
         else:

@@ -24,6 +24,7 @@ from soups.io.checkpoint import (
     CheckpointIndex,
     OutTensor,
     TensorReader,
+    from_f32,
     parse_size,
     read_index,
     write_shards,
@@ -135,8 +136,7 @@ def _check_base(adapters: Sequence[Adapter], base_index: CheckpointIndex, base_f
 
 
 def _factors_loader(adapters: Sequence[Adapter], weights: Sequence[float], reader: TensorReader):
-    """module -> list[Part] (float32), reading each expert's A and B for that module only."""
-    import torch
+    """module -> list[Part] (float32 numpy), reading each expert's A and B for that module only."""
 
     def parts(module: str) -> list[Part]:
         out = []
@@ -145,9 +145,9 @@ def _factors_loader(adapters: Sequence[Adapter], weights: Sequence[float], reade
             if m is None:
                 out.append(Part(w, 0.0, None, None, a.max_rank))
                 continue
-            A = m.a_tensor if m.a_tensor is not None else reader.get(m.a)
-            B = m.b_tensor if m.b_tensor is not None else reader.get(m.b)
-            out.append(Part(w, m.scale, A.to(torch.float32), B.to(torch.float32), a.max_rank))
+            A = m.a_tensor if m.a_tensor is not None else reader.f32(m.a)
+            B = m.b_tensor if m.b_tensor is not None else reader.f32(m.b)
+            out.append(Part(w, m.scale, A, B, a.max_rank))
         return out
 
     return parts
@@ -225,9 +225,6 @@ def merge(spec: MergeSpec | None = None, /, progress: bool = False, **kwargs) ->
 
 
 def _plan_full(base_index, targeted, parts, method, rank, dtype, reader, info) -> list[OutTensor]:
-    import torch
-
-    out_torch = getattr(torch, ST_DTYPES[dtype][0])
     info["energy"] = {}
 
     def merged(t, module):
@@ -235,13 +232,17 @@ def _plan_full(base_index, targeted, parts, method, rank, dtype, reader, info) -
             f = method.factors(parts(module), rank)
             if "energy" in f.info:
                 info["energy"][module] = f.info["energy"]
-            W = reader.get(t).to(torch.float32, copy=True)  # W' = to_dtype(float32(W) + dW), rounded once
-            W.addmm_(f.B, f.A, alpha=f.scale)
-            return W.to(out_torch)
+            W = reader.f32(t)  # W' = to_dtype(float32(W) + dW), rounded once
+            delta = f.B @ f.A
+            if f.scale != 1.0:
+                delta *= f.scale
+            W += delta
+            return from_f32(W, dtype)
+
         return produce
 
     def converted(t):
-        return lambda: reader.get(t).to(out_torch)
+        return lambda: from_f32(reader.f32(t), dtype)
 
     plan = []
     for name, t in base_index.tensors.items():
@@ -257,9 +258,6 @@ def _plan_full(base_index, targeted, parts, method, rank, dtype, reader, info) -
 
 def _plan_adapter(base_index, modules, adapters, parts, method, rank, dtype, info):
     """lora_A / lora_B per module; both come from one factors() call (A first, B reuses it)."""
-    import torch
-
-    out_torch = getattr(torch, ST_DTYPES[dtype][0])
     info["energy"] = {}
     cache: dict[str, object] = {}
 
@@ -270,8 +268,8 @@ def _plan_adapter(base_index, modules, adapters, parts, method, rank, dtype, inf
                 if "energy" in f.info:
                     info["energy"][module] = f.info["energy"]
                 cache[module] = f.B
-                return f.A.to(out_torch).contiguous()
-            return cache.pop(module).to(out_torch).contiguous()
+                return from_f32(f.A, dtype)
+            return from_f32(cache.pop(module), dtype)
 
         return produce
 

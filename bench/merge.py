@@ -47,7 +47,10 @@ def make_base(path: Path, layers: int, hidden: int = 1024, inter: int = 2816, vo
     def rnd(*shape):
         return (torch.randn(*shape, generator=g) * 0.02).to(torch.bfloat16)
 
-    tensors = {"model.embed_tokens.weight": rnd(vocab, hidden), "model.norm.weight": torch.ones(hidden, dtype=torch.bfloat16)}
+    tensors = {
+        "model.embed_tokens.weight": rnd(vocab, hidden),
+        "model.norm.weight": torch.ones(hidden, dtype=torch.bfloat16),
+    }
     for i in range(layers):
         p = f"model.layers.{i}."
         for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
@@ -59,10 +62,20 @@ def make_base(path: Path, layers: int, hidden: int = 1024, inter: int = 2816, vo
         tensors[p + "post_attention_layernorm.weight"] = torch.ones(hidden, dtype=torch.bfloat16)
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     cfg = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
-        "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": 16,
-        "num_key_value_heads": 16, "vocab_size": vocab, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
-        "tie_word_embeddings": True, "torch_dtype": "bfloat16", "hidden_act": "silu", "bos_token_id": 1,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 16,
+        "vocab_size": vocab,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16",
+        "hidden_act": "silu",
+        "bos_token_id": 1,
         "eos_token_id": 2,
     }
     (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -79,21 +92,39 @@ def make_expert(path: Path, base: Path, seed: int, r: int = 16, alpha: int = 32)
         return path
     cfg = json.loads((base / "config.json").read_text())
     h, m = cfg["hidden_size"], cfg["intermediate_size"]
-    shapes = {"q_proj": (h, h), "k_proj": (h, h), "v_proj": (h, h), "o_proj": (h, h), "gate_proj": (m, h),
-              "up_proj": (m, h), "down_proj": (h, m)}
+    shapes = {
+        "q_proj": (h, h),
+        "k_proj": (h, h),
+        "v_proj": (h, h),
+        "o_proj": (h, h),
+        "gate_proj": (m, h),
+        "up_proj": (m, h),
+        "down_proj": (h, m),
+    }
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for i in range(cfg["num_hidden_layers"]):
         for n, (out, inp) in shapes.items():
-            mod = f"base_model.model.model.layers.{i}.{'self_attn' if n.endswith(('q_proj', 'k_proj', 'v_proj', 'o_proj')) else 'mlp'}.{n}"
+            block = "self_attn" if n in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+            mod = f"base_model.model.model.layers.{i}.{block}.{n}"
             sd[f"{mod}.lora_A.weight"] = torch.randn(r, inp, generator=g) * 0.02
             sd[f"{mod}.lora_B.weight"] = torch.randn(out, r, generator=g) * 0.02
     path.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
-    (path / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": alpha, "target_modules": list(PROJ),
-        "lora_dropout": 0.0, "bias": "none", "base_model_name_or_path": str(base),
-    }))
+    (path / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "task_type": "CAUSAL_LM",
+                "r": r,
+                "lora_alpha": alpha,
+                "target_modules": list(PROJ),
+                "lora_dropout": 0.0,
+                "bias": "none",
+                "base_model_name_or_path": str(base),
+            }
+        )
+    )
     return path
 
 
@@ -151,21 +182,50 @@ def main() -> None:
 
     cmds = {
         "start-up (import torch, safetensors)": script("import torch, safetensors.torch"),
-        "copy base + sync": ["sh", "-c", f"cp {base_file} {scratch}/copy.safetensors && sync {scratch}/copy.safetensors"],
-        "soups merge (full)": soups + ["merge", "--base", str(base), "--experts", ex, "--weights", "1,1,1", "--out",
-                                       str(scratch / "full"), "--force"],
-        "soups merge --format adapter": soups + ["merge", "--base", str(base), "--experts", ex, "--weights", "1,1,1",
-                                                 "--format", "adapter", "--out", str(scratch / "adapter"), "--force"],
+        "copy base + sync": [
+            "sh",
+            "-c",
+            f"cp {base_file} {scratch}/copy.safetensors && sync {scratch}/copy.safetensors",
+        ],
+        "soups merge (full)": soups
+        + [
+            "merge",
+            "--base",
+            str(base),
+            "--experts",
+            ex,
+            "--weights",
+            "1,1,1",
+            "--out",
+            str(scratch / "full"),
+            "--force",
+        ],
+        "soups merge --format adapter": soups
+        + [
+            "merge",
+            "--base",
+            str(base),
+            "--experts",
+            ex,
+            "--weights",
+            "1,1,1",
+            "--format",
+            "adapter",
+            "--out",
+            str(scratch / "adapter"),
+            "--force",
+        ],
         "PEFT full (load, cat, merge_and_unload, save)": script(f"""
             import torch, shutil
             from transformers import AutoModelForCausalLM
             from peft import PeftModel
             m = AutoModelForCausalLM.from_pretrained({str(base)!r}, dtype=torch.bfloat16)
             p = PeftModel.from_pretrained(m, {str(experts[0])!r}, adapter_name="e0")
-            p.load_adapter({str(experts[1])!r}, adapter_name="e1"); p.load_adapter({str(experts[2])!r}, adapter_name="e2")
+            p.load_adapter({str(experts[1])!r}, adapter_name="e1")
+            p.load_adapter({str(experts[2])!r}, adapter_name="e2")
             p.add_weighted_adapter(["e0", "e1", "e2"], [1/3, 1/3, 1/3], "soup", combination_type="cat")
             p.set_adapter("soup")
-            out = {str(scratch / 'peft_full')!r}; shutil.rmtree(out, ignore_errors=True)
+            out = {str(scratch / "peft_full")!r}; shutil.rmtree(out, ignore_errors=True)
             p.merge_and_unload(adapter_names=["soup"]).save_pretrained(out)
             """),
         "PEFT adapter (load, cat, save adapter)": script(f"""
@@ -174,9 +234,10 @@ def main() -> None:
             from peft import PeftModel
             m = AutoModelForCausalLM.from_pretrained({str(base)!r}, dtype=torch.bfloat16)
             p = PeftModel.from_pretrained(m, {str(experts[0])!r}, adapter_name="e0")
-            p.load_adapter({str(experts[1])!r}, adapter_name="e1"); p.load_adapter({str(experts[2])!r}, adapter_name="e2")
+            p.load_adapter({str(experts[1])!r}, adapter_name="e1")
+            p.load_adapter({str(experts[2])!r}, adapter_name="e2")
             p.add_weighted_adapter(["e0", "e1", "e2"], [1/3, 1/3, 1/3], "soup", combination_type="cat")
-            out = {str(scratch / 'peft_adapter')!r}; shutil.rmtree(out, ignore_errors=True)
+            out = {str(scratch / "peft_adapter")!r}; shutil.rmtree(out, ignore_errors=True)
             p.save_pretrained(out, selected_adapters=["soup"])
             """),
     }
@@ -210,17 +271,32 @@ def main() -> None:
     mem["delta matmuls alone (float32, in-process)"] = 0
 
     size = base_file.stat().st_size
-    print(f"\nbase: {size / 1e9:.2f} GB bf16 ({args.layers} layers, hidden 1024); 3 experts r=16 on 7 projections; "
-          f"median of {args.repeats} runs; machine: {os.cpu_count()} CPUs")
+    print(
+        f"\nbase: {size / 1e9:.2f} GB bf16 ({args.layers} layers, hidden 1024); 3 experts r=16 on 7 projections; "
+        f"median of {args.repeats} runs; machine: {os.cpu_count()} CPUs"
+    )
     print(f"{'command':<48} {'wall s':>8} {'peak RssAnon MB':>16}")
     for k in med:
         print(f"{k:<48} {med[k]:>8.2f} {mem[k] / 1e6 if mem[k] else float('nan'):>16.0f}")
 
-    limit = med["start-up (import torch, safetensors)"] + med["copy base + sync"] + med["delta matmuls alone (float32, in-process)"]
+    limit = (
+        med["start-up (import torch, safetensors)"]
+        + med["copy base + sync"]
+        + med["delta matmuls alone (float32, in-process)"]
+    )
     full, ad = med["soups merge (full)"], med["soups merge --format adapter"]
     adapter_bytes = sum(f.stat().st_size for f in (scratch / "adapter").glob("*.safetensors"))
-    write_ad = [timed(["sh", "-c", f"{PY} -c 'import torch, safetensors' && head -c {adapter_bytes} /dev/zero > "
-                       f"{scratch}/w.bin && sync {scratch}/w.bin"])[0] for _ in range(args.repeats)]
+    write_ad = [
+        timed(
+            [
+                "sh",
+                "-c",
+                f"{PY} -c 'import torch, safetensors' && head -c {adapter_bytes} /dev/zero > "
+                f"{scratch}/w.bin && sync {scratch}/w.bin",
+            ]
+        )[0]
+        for _ in range(args.repeats)
+    ]
     ad_limit = statistics.median(write_ad)
     checks = [
         ("full / sum of the limit's parts", full / limit, 1.2),
@@ -228,8 +304,10 @@ def main() -> None:
         ("adapter / (start-up + write its output + sync)", ad / ad_limit, 1.2),
         ("adapter / PEFT adapter path", ad / med["PEFT adapter (load, cat, save adapter)"], 0.3),
     ]
-    print(f"\nsum of the limit's parts: {limit:.2f} s; adapter's limit (start-up + write {adapter_bytes / 1e6:.0f} MB + "
-          f"sync): {ad_limit:.2f} s")
+    print(
+        f"\nsum of the limit's parts: {limit:.2f} s; adapter's limit (start-up + write {adapter_bytes / 1e6:.0f} MB + "
+        f"sync): {ad_limit:.2f} s"
+    )
     print(f"{'ratio':<50} {'value':>7} {'target':>7}")
     for name, value, target in checks:
         print(f"{name:<50} {value:>7.2f} {'<= ' + str(target):>7} {'ok' if value <= target else 'MISSED'}")
@@ -238,11 +316,27 @@ def main() -> None:
     if not args.no_double:
         big = make_base(WORK / f"base-{2 * args.layers}", 2 * args.layers)
         bex = [make_expert(WORK / f"expert{i}-{2 * args.layers}", big, seed=i) for i in range(3)]
-        _, peak_big = timed(soups + ["merge", "--base", str(big), "--experts", ",".join(map(str, bex)), "--weights",
-                                      "1,1,1", "--out", str(scratch / "full2"), "--force"])
-        print(f"\npeak RssAnon of soups merge (full): {mem['soups merge (full)'] / 1e6:.0f} MB at "
-              f"{size / 1e9:.2f} GB, {peak_big / 1e6:.0f} MB at {(big / 'model.safetensors').stat().st_size / 1e9:.2f} GB "
-              f"(ratio {peak_big / mem['soups merge (full)']:.2f}; flat means ~1.0)")
+        big_size = (big / "model.safetensors").stat().st_size
+        _, peak_big = timed(
+            soups
+            + [
+                "merge",
+                "--base",
+                str(big),
+                "--experts",
+                ",".join(map(str, bex)),
+                "--weights",
+                "1,1,1",
+                "--out",
+                str(scratch / "full2"),
+                "--force",
+            ]
+        )
+        print(
+            f"\npeak RssAnon of soups merge (full): {mem['soups merge (full)'] / 1e6:.0f} MB at "
+            f"{size / 1e9:.2f} GB, {peak_big / 1e6:.0f} MB at {big_size / 1e9:.2f} GB "
+            f"(ratio {peak_big / mem['soups merge (full)']:.2f}; flat means ~1.0)"
+        )
     shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -263,18 +357,25 @@ def accuracy(base: Path, experts: list[Path], scratch: Path) -> None:
                 W = get(base / "model.safetensors", f"{mod}.weight").double()
             except Exception:
                 continue
-            delta = sum(get(e / "adapter_model.safetensors", f"base_model.model.{mod}.lora_B.weight").double()
-                        @ get(e / "adapter_model.safetensors", f"base_model.model.{mod}.lora_A.weight").double()
-                        for e in experts) * (2.0 / 3)
+            delta = sum(
+                get(e / "adapter_model.safetensors", f"base_model.model.{mod}.lora_B.weight").double()
+                @ get(e / "adapter_model.safetensors", f"base_model.model.{mod}.lora_A.weight").double()
+                for e in experts
+            ) * (2.0 / 3)
             ref = W + delta
             out = get(scratch / "full" / "model.safetensors", f"{mod}.weight").double()
             worst_full = max(worst_full, float((out - ref).norm() / ref.norm()))
             floor = max(floor, float((ref.to(torch.bfloat16).double() - ref).norm() / ref.norm()))
             ad = scratch / "adapter" / "adapter_model.safetensors"
-            d = get(ad, f"base_model.model.{mod}.lora_B.weight").double() @ get(ad, f"base_model.model.{mod}.lora_A.weight").double()
+            d = (
+                get(ad, f"base_model.model.{mod}.lora_B.weight").double()
+                @ get(ad, f"base_model.model.{mod}.lora_A.weight").double()
+            )
             worst_ad = max(worst_ad, float((d - delta).norm() / delta.norm()))
-    print(f"\nrelative error vs float64 reference: full {worst_full:.2e} (bf16 rounding floor {floor:.2e}); "
-          f"adapter delta {worst_ad:.2e} (target < 1e-6)")
+    print(
+        f"\nrelative error vs float64 reference: full {worst_full:.2e} (bf16 rounding floor {floor:.2e}); "
+        f"adapter delta {worst_ad:.2e} (target < 1e-6)"
+    )
 
 
 if __name__ == "__main__":

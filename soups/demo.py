@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         res = merge(MergeSpec(experts=names, weights=args.weights, out=args.out / "soup", force=True), progress=True)
         mix = ", ".join(f"{n}={w:.2g}" for n, w in res.weights.items())
-        console.print(f"soups merge --weights {args.weights} --out {res.out}   ({mix}; {time.perf_counter() - t0:.1f} s)")
+        console.print(
+            f"soups merge --weights {args.weights} --out {res.out}   ({mix}; {time.perf_counter() - t0:.1f} s)"
+        )
         declared = [n for n, w in res.weights.items() if w > 0]
 
         console.rule("[bold]3. base vs soup")
@@ -80,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     words = {k: sum(len(a.split()) for a in v) / len(v) for k, v in answers.items()}
     scores.add_row("(words per answer)", f"{words['base']:.0f}", f"{words['soup']:.0f}")
     console.print(scores)
-    console.print(f"the soup is a full checkpoint at {res.out}: load it with "
-                  f"AutoModelForCausalLM.from_pretrained({str(res.out)!r}) or serve it with vLLM")
+    console.print(
+        f"the soup is a full checkpoint at {res.out}: load it with "
+        f"AutoModelForCausalLM.from_pretrained({str(res.out)!r}) or serve it with vLLM"
+    )
     return 0
 
 

@@ -12,7 +12,9 @@ from safetensors.torch import load_file
 PREFIX = "base_model.model."
 
 
-def expert_deltas(path: Path, scales: dict[str, float] | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+def expert_deltas(
+    path: Path, scales: dict[str, float] | None = None
+) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
     """module -> (A, B, s) in float64, s = alpha/r (alpha/sqrt(r) with rsLoRA) unless given in `scales`."""
     cfg = json.loads((Path(path) / "adapter_config.json").read_text())
     sd = load_file(str(Path(path) / "adapter_model.safetensors"))
@@ -20,7 +22,7 @@ def expert_deltas(path: Path, scales: dict[str, float] | None = None) -> dict[st
     for key, a in sd.items():
         if ".lora_A." not in key:
             continue
-        module = key[len(PREFIX):].split(".lora_A.")[0]
+        module = key[len(PREFIX) :].split(".lora_A.")[0]
         b = sd[key.replace(".lora_A.", ".lora_B.")]
         r = a.shape[0]
         alpha = cfg["lora_alpha"]

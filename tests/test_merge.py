@@ -30,10 +30,19 @@ def experts(tmp_path_factory, bases):
     base = bases["fp32"]
     return [
         make_lora_expert(base, root / "e1", r=4, alpha=8, targets=("q_proj", "v_proj"), seed=1),
-        make_lora_expert(base, root / "e2", r=8, alpha=4, targets=("q_proj", "o_proj", "down_proj"), rslora=True,
-                         seed=2),
-        make_lora_expert(base, root / "e3", r=2, alpha=4, targets=("k_proj", "up_proj"), seed=3,
-                         rank_pattern={"layers.0.self_attn.k_proj": 3}, alpha_pattern={"layers.1.mlp.up_proj": 10}),
+        make_lora_expert(
+            base, root / "e2", r=8, alpha=4, targets=("q_proj", "o_proj", "down_proj"), rslora=True, seed=2
+        ),
+        make_lora_expert(
+            base,
+            root / "e3",
+            r=2,
+            alpha=4,
+            targets=("k_proj", "up_proj"),
+            seed=3,
+            rank_pattern={"layers.0.self_attn.k_proj": 3},
+            alpha_pattern={"layers.1.mlp.up_proj": 10},
+        ),
     ]
 
 
@@ -101,8 +110,9 @@ def test_adapter_output_peft_merge_matches_reference_and_peft_cat(tmp_path, base
 
     base = bases["fp32"]
     weights = [0.5, 0.3, 0.2]
-    res = merge(experts=[str(e) for e in experts], weights=weights, base=str(base), out=tmp_path / "ad",
-                format="adapter")
+    res = merge(
+        experts=[str(e) for e in experts], weights=weights, base=str(base), out=tmp_path / "ad", format="adapter"
+    )
     assert res.rank == 4 + 8 + 3 and res.max_lora_rank == 16
     cfg = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
     assert cfg["r"] == cfg["lora_alpha"] == 15 and cfg["peft_type"] == "LORA" and not cfg["use_dora"]
@@ -117,16 +127,25 @@ def test_adapter_output_peft_merge_matches_reference_and_peft_cat(tmp_path, base
         assert float((merged[name].double() - r).abs().max()) < 1e-6, name
 
     # PEFT's own concatenation of the same experts (without rank patterns, which its cat ignores)
-    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), experts[0],
-                                     adapter_name="e1")
+    peft = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), experts[0], adapter_name="e1"
+    )
     peft.load_adapter(experts[1], adapter_name="e2")
     peft.add_weighted_adapter(["e1", "e2"], [0.6, 0.4], "cat", combination_type="cat")
     peft.set_adapter("cat")
     theirs = peft.merge_and_unload(adapter_names=["cat"]).state_dict()
-    merge(experts=[str(experts[0]), str(experts[1])], weights=[0.6, 0.4], base=str(base), out=tmp_path / "ad2",
-          format="adapter")
-    ours = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
-                                     tmp_path / "ad2").merge_and_unload().state_dict()
+    merge(
+        experts=[str(experts[0]), str(experts[1])],
+        weights=[0.6, 0.4],
+        base=str(base),
+        out=tmp_path / "ad2",
+        format="adapter",
+    )
+    ours = (
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), tmp_path / "ad2")
+        .merge_and_unload()
+        .state_dict()
+    )
     for name in ref:
         if "k_proj" in name or "up_proj" in name:
             continue
@@ -135,8 +154,10 @@ def test_adapter_output_peft_merge_matches_reference_and_peft_cat(tmp_path, base
 
 def test_linear_is_per_matrix_averaging(tmp_path, bases):
     base = bases["fp32"]
-    es = [make_lora_expert(base, tmp_path / f"l{i}", r=4, alpha=8, targets=("q_proj", "v_proj"), seed=10 + i)
-          for i in range(3)]
+    es = [
+        make_lora_expert(base, tmp_path / f"l{i}", r=4, alpha=8, targets=("q_proj", "v_proj"), seed=10 + i)
+        for i in range(3)
+    ]
     merge(experts=[str(e) for e in es], weights=[1, 1, 2], base=str(base), out=tmp_path / "lin", method="linear")
     ref = linear_reference(_load_dir(base), [expert_deltas(e) for e in es], [0.25, 0.25, 0.5])
     out = _load_dir(tmp_path / "lin")
@@ -145,8 +166,14 @@ def test_linear_is_per_matrix_averaging(tmp_path, bases):
     exact = exact_reference(_load_dir(base), [expert_deltas(e) for e in es], [0.25, 0.25, 0.5])
     assert any(float((out[n].double() - exact[n]).abs().max()) > 1e-4 for n in ref)  # cross terms differ
 
-    merge(experts=[str(e) for e in es], weights=[1, 1, 2], base=str(base), out=tmp_path / "lin_ad", method="linear",
-          format="adapter")
+    merge(
+        experts=[str(e) for e in es],
+        weights=[1, 1, 2],
+        base=str(base),
+        out=tmp_path / "lin_ad",
+        method="linear",
+        format="adapter",
+    )
     assert json.loads((tmp_path / "lin_ad" / "adapter_config.json").read_text())["r"] == 4
 
 
@@ -159,15 +186,18 @@ def test_svd_full_rank_equals_exact_and_reports_energy(tmp_path, bases, experts)
     for name in a:
         assert torch.allclose(a[name], b[name], atol=2e-6), name
     assert min(full.energy.values()) > 1 - 1e-6
-    low = merge(experts=ex, weights=[1, 1, 1], base=str(base), out=tmp_path / "svd2", method="svd", rank=2,
-                format="adapter")
+    low = merge(
+        experts=ex, weights=[1, 1, 1], base=str(base), out=tmp_path / "svd2", method="svd", rank=2, format="adapter"
+    )
     assert low.rank == 2 and min(low.energy.values()) < 1.0
     # the rank-2 truncation is the best rank-2 approximation of the exact delta (Eckart-Young)
     sd = load_file(str(tmp_path / "svd2" / "adapter_model.safetensors"))
     ref = exact_reference(_load_dir(base), _deltas(experts), [1 / 3] * 3)
     name = "model.layers.0.self_attn.q_proj"
     delta = ref[f"{name}.weight"] - _load_dir(base)[f"{name}.weight"].double()
-    approx = sd[f"base_model.model.{name}.lora_B.weight"].double() @ sd[f"base_model.model.{name}.lora_A.weight"].double()
+    approx = (
+        sd[f"base_model.model.{name}.lora_B.weight"].double() @ sd[f"base_model.model.{name}.lora_A.weight"].double()
+    )
     s = torch.linalg.svdvals(delta)
     assert float(torch.linalg.norm(delta - approx)) == pytest.approx(float(s[2:].square().sum().sqrt()), rel=1e-4)
 
@@ -190,8 +220,16 @@ def test_sharded_output_and_determinism(tmp_path, bases, experts):
 
 def test_dtype_override_and_no_normalize(tmp_path, bases, experts):
     base = bases["bf16"]
-    merge(MergeSpec(experts=[str(experts[0])], weights=[0.5], base=str(base), out=tmp_path / "s", dtype="float32",
-                    normalize=False))
+    merge(
+        MergeSpec(
+            experts=[str(experts[0])],
+            weights=[0.5],
+            base=str(base),
+            out=tmp_path / "s",
+            dtype="float32",
+            normalize=False,
+        )
+    )
     out, base_sd = _load_dir(tmp_path / "s"), _load_dir(base)
     ref = exact_reference(base_sd, [expert_deltas(experts[0])], [0.5])
     assert all(t.dtype == torch.float32 for t in out.values())

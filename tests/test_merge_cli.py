@@ -36,8 +36,9 @@ def run(args, capsys):
 def test_default_set_positional_weights(expert_home, tmp_path, capsys, monkeypatch):
     base, experts = expert_home
     monkeypatch.setenv("SOUPS_EXPERTS_DIR", str(experts))
-    code, out, err = run(["merge", "--base", base, "--weights", "1,0,1", "--format", "adapter", "--out",
-                          tmp_path / "model"], capsys)
+    code, out, err = run(
+        ["merge", "--base", base, "--weights", "1,0,1", "--format", "adapter", "--out", tmp_path / "model"], capsys
+    )
     assert code == 0, err
     rec = json.loads((tmp_path / "model" / "soup.json").read_text())
     assert [(e["name"], e["weight"]) for e in rec["experts"]] == [("concise", 0.5), ("friendly", 0.0), ("expert", 0.5)]

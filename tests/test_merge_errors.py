@@ -62,18 +62,29 @@ def test_weight_errors(setup, tmp_path, capsys):
 
 def test_missing_and_mismatched_experts(setup, tmp_path, capsys):
     root, base, other, e1, _ = setup
-    check_bad(["merge", "--base", base, "--experts", f"{e1},{root}/nope", "--weights", "1,1"], tmp_path / "o", capsys,
-              "nope", "not found")
+    check_bad(
+        ["merge", "--base", base, "--experts", f"{e1},{root}/nope", "--weights", "1,1"],
+        tmp_path / "o",
+        capsys,
+        "nope",
+        "not found",
+    )
     # shapes from another base
     e_other = make_lora_expert(other, tmp_path / "eo", r=2, seed=5)
-    check_bad(["merge", "--base", base, "--experts", e_other, "--weights", "1"], tmp_path / "o", capsys,
-              "eo", "trained on another base")
+    check_bad(
+        ["merge", "--base", base, "--experts", e_other, "--weights", "1"],
+        tmp_path / "o",
+        capsys,
+        "eo",
+        "trained on another base",
+    )
     # fingerprint recorded in expert.json names another base
     e_fp = tmp_path / "efp"
     shutil.copytree(e1, e_fp)
     (e_fp / "expert.json").write_text(json.dumps({"dimension": "concise", "base": {"fingerprint": "sha256:0000"}}))
-    check_bad(["merge", "--base", base, "--experts", e_fp, "--weights", "1"], tmp_path / "o", capsys,
-              "sha256:0000", "base")
+    check_bad(
+        ["merge", "--base", base, "--experts", e_fp, "--weights", "1"], tmp_path / "o", capsys, "sha256:0000", "base"
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,11 +106,17 @@ def test_non_lora_adapter(setup, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
     _, base, _, _, _ = setup
-    m = get_peft_model(AutoModelForCausalLM.from_pretrained(base), IA3Config(target_modules=["q_proj"],
-                                                                             feedforward_modules=[]))
+    m = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base), IA3Config(target_modules=["q_proj"], feedforward_modules=[])
+    )
     m.save_pretrained(tmp_path / "ia3")
-    check_bad(["merge", "--base", base, "--experts", tmp_path / "ia3", "--weights", "1"], tmp_path / "o", capsys,
-              "IA3", "LoRA")
+    check_bad(
+        ["merge", "--base", base, "--experts", tmp_path / "ia3", "--weights", "1"],
+        tmp_path / "o",
+        capsys,
+        "IA3",
+        "LoRA",
+    )
 
 
 def test_missing_or_truncated_files(setup, tmp_path, capsys):
@@ -107,8 +124,13 @@ def test_missing_or_truncated_files(setup, tmp_path, capsys):
     no_w = tmp_path / "now"
     shutil.copytree(e1, no_w)
     (no_w / "adapter_model.safetensors").unlink()
-    check_bad(["merge", "--base", base, "--experts", no_w, "--weights", "1"], tmp_path / "o", capsys,
-              "adapter_model.safetensors", "missing")
+    check_bad(
+        ["merge", "--base", base, "--experts", no_w, "--weights", "1"],
+        tmp_path / "o",
+        capsys,
+        "adapter_model.safetensors",
+        "missing",
+    )
     trunc = tmp_path / "trunc"
     shutil.copytree(e1, trunc)
     data = (trunc / "adapter_model.safetensors").read_bytes()
@@ -118,8 +140,13 @@ def test_missing_or_truncated_files(setup, tmp_path, capsys):
     shutil.copytree(base, tbase)
     data = (tbase / "model.safetensors").read_bytes()
     (tbase / "model.safetensors").write_bytes(data[: len(data) // 2])
-    check_bad(["merge", "--base", tbase, "--experts", e1, "--weights", "1"], tmp_path / "o", capsys,
-              "model.safetensors", "truncated")
+    check_bad(
+        ["merge", "--base", tbase, "--experts", e1, "--weights", "1"],
+        tmp_path / "o",
+        capsys,
+        "model.safetensors",
+        "truncated",
+    )
 
 
 def test_pickle_needs_opt_in(setup, tmp_path, capsys):
@@ -130,13 +157,22 @@ def test_pickle_needs_opt_in(setup, tmp_path, capsys):
     pk.mkdir()
     shutil.copy(e1 / "adapter_config.json", pk)
     torch.save(load_file(str(e1 / "adapter_model.safetensors")), pk / "adapter_model.bin")
-    check_bad(["merge", "--base", base, "--experts", pk, "--weights", "1"], tmp_path / "o", capsys,
-              "adapter_model.bin", "--allow-pickle")
-    code, err = run(["merge", "--base", base, "--experts", pk, "--weights", "1", "--allow-pickle", "--out",
-                     tmp_path / "ok_pk"], capsys)
+    check_bad(
+        ["merge", "--base", base, "--experts", pk, "--weights", "1"],
+        tmp_path / "o",
+        capsys,
+        "adapter_model.bin",
+        "--allow-pickle",
+    )
+    code, err = run(
+        ["merge", "--base", base, "--experts", pk, "--weights", "1", "--allow-pickle", "--out", tmp_path / "ok_pk"],
+        capsys,
+    )
     assert code == 0, err
     code, err = run(["merge", "--base", base, "--experts", e1, "--weights", "1", "--out", tmp_path / "ok_st"], capsys)
-    assert (tmp_path / "ok_pk" / "model.safetensors").read_bytes() == (tmp_path / "ok_st" / "model.safetensors").read_bytes()
+    assert (tmp_path / "ok_pk" / "model.safetensors").read_bytes() == (
+        tmp_path / "ok_st" / "model.safetensors"
+    ).read_bytes()
 
 
 def test_output_options(setup, tmp_path, capsys):
@@ -166,7 +202,19 @@ def test_cli_prints_vllm_rank_and_recipe_overrides(setup, tmp_path, capsys):
     assert rec["format"] == "adapter" and [e["weight"] for e in rec["experts"]] == [0.25, 0.75]
     capsys.readouterr()
     with pytest.raises(SystemExit):
-        main(["merge", "--recipe", str(recipe), "--weights", "1,1", "--format", "adapter", "--out", str(tmp_path / "ad2")])
+        main(
+            [
+                "merge",
+                "--recipe",
+                str(recipe),
+                "--weights",
+                "1,1",
+                "--format",
+                "adapter",
+                "--out",
+                str(tmp_path / "ad2"),
+            ]
+        )
     printed = capsys.readouterr().out
     assert "--max-lora-rank 8" in printed  # rank 4 + 2 = 6 -> vLLM's next accepted value
     rec = json.loads((tmp_path / "ad2" / "soup.json").read_text())
@@ -188,8 +236,22 @@ def test_sigkill_leaves_no_output(tmp_path, default_base):
     base = make_tiny_llama(tmp_path / "big", hidden=512, layers=8, tokenizer_from=None, vocab_size=32000)
     e = make_lora_expert(base, tmp_path / "e", r=8, targets=("q_proj", "v_proj", "up_proj", "down_proj"))
     out = tmp_path / "soup"
-    cmd = [sys.executable, "-m", "soups", "merge", "--base", str(base), "--experts", str(e), "--weights", "1",
-           "--out", str(out), "--shard-size", "20MB"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "soups",
+        "merge",
+        "--base",
+        str(base),
+        "--experts",
+        str(e),
+        "--weights",
+        "1",
+        "--out",
+        str(out),
+        "--shard-size",
+        "20MB",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for _ in range(5):  # kill while the temporary directory is being filled
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

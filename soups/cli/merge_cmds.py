@@ -17,20 +17,49 @@ def _split(text: str | None) -> list[str] | None:
 
 @app.command("merge")
 def merge_cmd(
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="`1,0,1` (over the expert order) or `concise=1,expert=1`."),
-    experts: Optional[str] = typer.Option(None, "--experts", "-e", help="Expert dirs or names under experts/, comma-separated. Default: experts/default.yaml."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (built beside it, renamed when complete)."),
-    base: Optional[str] = typer.Option(None, "--base", help="`default` (embedded SmolLM2-135M-Instruct) or a model directory."),
-    recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="merge_recipes/NAME.yaml; flags override its fields."),
-    weights_from: Optional[Path] = typer.Option(None, "--weights-from", help="user.json from `soups fit-weights` / `soups ask`."),
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="exact (default: true weighted sum of deltas) | linear (the paper's per-matrix averaging; adds cross terms) | svd (exact, truncated to --rank)."),
+    weights: Optional[str] = typer.Option(
+        None, "--weights", "-w", help="`1,0,1` (over the expert order) or `concise=1,expert=1`."
+    ),
+    experts: Optional[str] = typer.Option(
+        None,
+        "--experts",
+        "-e",
+        help="Expert dirs or names under experts/, comma-separated. Default: experts/default.yaml.",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Output directory (built beside it, renamed when complete)."
+    ),
+    base: Optional[str] = typer.Option(
+        None, "--base", help="`default` (embedded SmolLM2-135M-Instruct) or a model directory."
+    ),
+    recipe: Optional[Path] = typer.Option(
+        None, "--recipe", "-r", help="merge_recipes/NAME.yaml; flags override its fields."
+    ),
+    weights_from: Optional[Path] = typer.Option(
+        None, "--weights-from", help="user.json from `soups fit-weights` / `soups ask`."
+    ),
+    method: Optional[str] = typer.Option(
+        None,
+        "--method",
+        "-m",
+        help="exact (default: true weighted sum of deltas) | linear (the paper's per-matrix averaging; "
+        "adds cross terms) | svd (exact, truncated to --rank).",
+    ),
     rank: Optional[int] = typer.Option(None, "--rank", help="Target rank for --method svd."),
-    format: Optional[str] = typer.Option(None, "--format", "-f", help="full (a merged checkpoint, default) | adapter (one PEFT LoRA adapter)."),
-    no_normalize: bool = typer.Option(False, "--no-normalize", help="Keep weights as given (task arithmetic) instead of w = v / sum(v)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="Output dtype: bfloat16 | float16 | float32 (default: the base's; float32 for adapters)."),
+    format: Optional[str] = typer.Option(
+        None, "--format", "-f", help="full (a merged checkpoint, default) | adapter (one PEFT LoRA adapter)."
+    ),
+    no_normalize: bool = typer.Option(
+        False, "--no-normalize", help="Keep weights as given (task arithmetic) instead of w = v / sum(v)."
+    ),
+    dtype: Optional[str] = typer.Option(
+        None, "--dtype", help="Output dtype: bfloat16 | float16 | float32 (default: the base's; float32 for adapters)."
+    ),
     shard_size: str = typer.Option("5GB", "--shard-size", help="Largest output shard, e.g. 5GB, 500MB."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pickled .bin/.pt adapters (they can run code: only files you trust)."),
+    allow_pickle: bool = typer.Option(
+        False, "--allow-pickle", help="Read pickled .bin/.pt adapters (they can run code: only files you trust)."
+    ),
 ) -> None:
     """Merge experts into a personalized soup: a full checkpoint or one LoRA adapter.
 
@@ -85,9 +114,13 @@ def merge_cmd(
         typer.echo(f"svd kept energy per module: min {min(vals):.4f}, mean {sum(vals) / len(vals):.4f}")
     if result.format == "adapter":
         if result.max_lora_rank:
-            typer.echo(f"LoRA rank {result.rank}; serve with vLLM: --enable-lora --max-lora-rank {result.max_lora_rank}")
+            typer.echo(
+                f"LoRA rank {result.rank}; serve with vLLM: --enable-lora --max-lora-rank {result.max_lora_rank}"
+            )
         else:
-            typer.echo(f"LoRA rank {result.rank} exceeds vLLM's largest --max-lora-rank (512); use --method svd --rank K")
+            typer.echo(
+                f"LoRA rank {result.rank} exceeds vLLM's largest --max-lora-rank (512); use --method svd --rank K"
+            )
 
 
 @app.command("experts")
@@ -114,8 +147,15 @@ def experts_cmd() -> None:
         a = load_adapter(path, name=path.name)
         pos = f"* {default.index(a.name) + 1}" if a.name in default else ""
         base = (a.meta.get("base") or {}).get("name") or a.config.get("base_model_name_or_path") or "?"
-        table.add_row(a.name, pos, a.meta.get("dimension") or "-", str(a.max_rank), ",".join(a.targets), str(base),
-                      str(a.meta.get("algorithm", "-")))
+        table.add_row(
+            a.name,
+            pos,
+            a.meta.get("dimension") or "-",
+            str(a.max_rank),
+            ",".join(a.targets),
+            str(base),
+            str(a.meta.get("algorithm", "-")),
+        )
     Console().print(table)
     if default:
         typer.echo(f"default set (order of positional --weights): {', '.join(default)}")
@@ -145,9 +185,11 @@ def inspect_cmd(path: Path = typer.Argument(..., help="An expert adapter directo
             typer.echo(f"  {len(idx.tensors)} tensors, {idx.total_size / 1e6:.1f} MB, dtype {rec.get('dtype')}")
     elif (path / CONFIG_NAME).is_file():
         a = load_adapter(path, name=path.name)
-        typer.echo(f"expert: {a.name}  dimension {a.meta.get('dimension', '-')}  rank {a.max_rank}  "
-                   f"targets {','.join(a.targets)}  rsLoRA {bool(a.config.get('use_rslora'))}")
-        typer.echo(f"  {len(a.modules)} modules; base {(a.meta.get('base') or {}).get('fingerprint') or a.config.get('base_model_name_or_path')}")
+        typer.echo(
+            f"expert: {a.name}  dimension {a.meta.get('dimension', '-')}  rank {a.max_rank}  "
+            f"targets {','.join(a.targets)}  rsLoRA {bool(a.config.get('use_rslora'))}"
+        )
+        typer.echo(f"  {len(a.modules)} modules; base {a.base_fingerprint or a.config.get('base_model_name_or_path')}")
         for key in ("algorithm", "reward", "wall_time_s"):
             if key in a.meta:
                 typer.echo(f"  {key}: {json.dumps(a.meta[key])}")

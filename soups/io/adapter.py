@@ -100,7 +100,9 @@ def resolve_expert(spec: str | Path, experts_root: Path) -> Path:
     named = experts_root / str(spec)
     if (named / CONFIG_NAME).is_file():
         return named
-    known = sorted(p.name for p in experts_root.iterdir() if (p / CONFIG_NAME).is_file()) if experts_root.is_dir() else []
+    known = (
+        sorted(p.name for p in experts_root.iterdir() if (p / CONFIG_NAME).is_file()) if experts_root.is_dir() else []
+    )
     if path.is_dir() or named.is_dir():
         where = path if path.is_dir() else named
         raise AdapterError(f"expert {spec}: {where} has no {CONFIG_NAME}; is it a PEFT LoRA adapter directory?")
@@ -163,7 +165,9 @@ def load_adapter(path: Path, name: str | None = None, allow_pickle: bool = False
             a_info, b_info = entries[ab["A"]], entries[ab["B"]]
             a_shape, b_shape, a_t, b_t = a_info.shape, b_info.shape, None, None
         if len(a_shape) != 2 or len(b_shape) != 2 or a_shape[0] != b_shape[1]:
-            raise AdapterError(f"{path}: module {module} has lora_A {a_shape} and lora_B {b_shape}, which do not chain")
+            raise AdapterError(
+                f"{path}: module {module} has lora_A {a_shape} and lora_B {b_shape}, which do not chain"
+            )
         rank = a_shape[0]
         expected = pattern_value(config.get("rank_pattern"), module, config.get("r"))
         if expected is not None and int(expected) != rank:

@@ -25,9 +25,18 @@ SINGLE_NAME = "model.safetensors"
 
 # safetensors dtype code <-> torch dtype name, and item sizes
 ST_DTYPES = {
-    "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
-    "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1), "U8": ("uint8", 1),
-    "BOOL": ("bool", 1), "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
+    "F64": ("float64", 8),
+    "F32": ("float32", 4),
+    "F16": ("float16", 2),
+    "BF16": ("bfloat16", 2),
+    "I64": ("int64", 8),
+    "I32": ("int32", 4),
+    "I16": ("int16", 2),
+    "I8": ("int8", 1),
+    "U8": ("uint8", 1),
+    "BOOL": ("bool", 1),
+    "F8_E4M3": ("float8_e4m3fn", 1),
+    "F8_E5M2": ("float8_e5m2", 1),
 }
 TORCH_TO_ST = {name: code for code, (name, _) in ST_DTYPES.items()}
 FLOAT_CODES = {"F64", "F32", "F16", "BF16"}
@@ -160,7 +169,9 @@ class TensorReader:
 
         dt = NUMPY_DTYPES.get(info.dtype)
         if dt is None:
-            raise CheckpointError(f"{info.file}: tensor {info.name} is {info.dtype}; soups can only merge float tensors")
+            raise CheckpointError(
+                f"{info.file}: tensor {info.name} is {info.dtype}; soups can only merge float tensors"
+            )
         count = info.nbytes // np.dtype(dt).itemsize
         return np.frombuffer(self._map(info.file), dtype=dt, count=count, offset=info.start).reshape(info.shape)
 

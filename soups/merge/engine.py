@@ -35,9 +35,19 @@ from soups.weights import normalize_weights, parse_weights, weights_from_mapping
 log = logging.getLogger(__name__)
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-BASE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-              "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "vocab.json", "merges.txt",
-              "chat_template.jinja", "chat_template.json")
+BASE_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
 
 
@@ -123,12 +133,14 @@ def _check_base(adapters: Sequence[Adapter], base_index: CheckpointIndex, base_f
         for m in a.modules.values():
             w = base_index.tensors.get(f"{m.module}.weight")
             if w is None:
-                raise BaseMismatchError(f"expert {a.name}: module {m.module} does not exist in the base; wrong --base?")
+                raise BaseMismatchError(
+                    f"expert {a.name}: module {m.module} does not exist in the base; wrong --base?"
+                )
             a_in = (m.a or m.a_tensor).shape[1]
             b_out = (m.b or m.b_tensor).shape[0]
             if tuple(w.shape) != (b_out, a_in):
                 raise BaseMismatchError(
-                    f"expert {a.name}: module {m.module} is {b_out}x{a_in} but the base has {'x'.join(map(str, w.shape))}"
+                    f"expert {a.name}: module {m.module} is {b_out}x{a_in} but the base has {w.shape[0]}x{w.shape[1]}"
                     "; the expert was trained on another base"
                 )
             if tied and m.module == "lm_head":
@@ -183,8 +195,20 @@ def prepare(spec: MergeSpec):
     base_fp = fingerprint(base_dir)
     _check_base(adapters, base_index, base_fp, tied)
     method.check(adapters, spec.rank)
-    return method, adapters_all, adapters, raw, norm, weights, base_dir, base_index, base_cfg, base_fp, out_dtype, \
-        shard_size
+    return (
+        method,
+        adapters_all,
+        adapters,
+        raw,
+        norm,
+        weights,
+        base_dir,
+        base_index,
+        base_cfg,
+        base_fp,
+        out_dtype,
+        shard_size,
+    )
 
 
 def merge(spec: MergeSpec | None = None, /, progress: bool = False, **kwargs) -> MergeResult:
@@ -193,11 +217,24 @@ def merge(spec: MergeSpec | None = None, /, progress: bool = False, **kwargs) ->
     from soups.merge.provenance import soup_record, write_provenance
 
     spec = spec or MergeSpec(**kwargs)
-    (method, adapters_all, adapters, raw, norm, weights, base_dir, base_index, base_cfg, base_fp, out_dtype,
-     shard_size) = prepare(spec)
+    (
+        method,
+        adapters_all,
+        adapters,
+        raw,
+        norm,
+        weights,
+        base_dir,
+        base_index,
+        base_cfg,
+        base_fp,
+        out_dtype,
+        shard_size,
+    ) = prepare(spec)
     modules = sorted({m for a in adapters for m in a.modules})
-    result = MergeResult(Path(spec.out), spec.format, spec.method, None, None,
-                         {a.name: w for a, w in zip(adapters_all, norm)})
+    result = MergeResult(
+        Path(spec.out), spec.format, spec.method, None, None, {a.name: w for a, w in zip(adapters_all, norm)}
+    )
     info: dict = {}
     with TensorReader() as reader, atomic_dir(Path(spec.out), force=spec.force) as tmp:
         parts = _factors_loader(adapters, weights, reader)

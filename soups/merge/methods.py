@@ -98,8 +98,11 @@ def _linear_check(adapters, rank) -> None:
         for what, x, y in (
             ("target modules", sorted(ref.modules), sorted(a.modules)),
             ("ranks", {m: v.rank for m, v in ref.modules.items()}, {m: v.rank for m, v in a.modules.items()}),
-            ("scales (lora_alpha / r)", {m: v.scale for m, v in ref.modules.items()},
-             {m: v.scale for m, v in a.modules.items()}),
+            (
+                "scales (lora_alpha / r)",
+                {m: v.scale for m, v in ref.modules.items()},
+                {m: v.scale for m, v in a.modules.items()},
+            ),
         ):
             if x != y:
                 raise ConfigError(

@@ -59,10 +59,14 @@ def model_card(record: dict) -> str:
         "format": record["format"],
         "experts": {e["name"]: e["weight_raw"] for e in record["experts"]},
     }
-    front = {"base_model": record["base"]["name"], "library_name": "peft" if record["format"] == "adapter" else
-             "transformers", "tags": ["personalized-soups", "merge"]}
+    front = {
+        "base_model": record["base"]["name"],
+        "library_name": "peft" if record["format"] == "adapter" else "transformers",
+        "tags": ["personalized-soups", "merge"],
+    }
     rows = "\n".join(
-        f"| {e['name']} | {e['dimension'] or '-'} | {e['weight_raw']:g} | {e['weight']:.4g} |" for e in record["experts"]
+        f"| {e['name']} | {e['dimension'] or '-'} | {e['weight_raw']:g} | {e['weight']:.4g} |"
+        for e in record["experts"]
     )
     return (
         f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n"
@@ -72,8 +76,11 @@ def model_card(record: dict) -> str:
         f"| expert | dimension | declared weight | applied weight |\n|---|---|---|---|\n{rows}\n\n"
         f"## Recipe\n\n```yaml\n{yaml.safe_dump(recipe, sort_keys=False)}```\n\n"
         f"Rebuild with `soups merge --recipe recipe.yaml --out DIR` (save the block above as recipe.yaml).\n"
-        + (f"\nServe in vLLM with `--enable-lora --max-lora-rank {record['max_lora_rank']}`.\n"
-           if record["format"] == "adapter" and record.get("max_lora_rank") else "")
+        + (
+            f"\nServe in vLLM with `--enable-lora --max-lora-rank {record['max_lora_rank']}`.\n"
+            if record["format"] == "adapter" and record.get("max_lora_rank")
+            else ""
+        )
     )
 
 

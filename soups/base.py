@@ -1,24 +1,32 @@
-"""The base model: resolve `--base`, fingerprint it.
+"""The base model: resolve `--base`, fingerprint it, refuse mixing bases.
 
 `--base` accepts `default` (the embedded SmolLM2-135M-Instruct, prepared on first use),
 a local Hugging Face model directory, or an expert/soup directory whose metadata names
-its base. A fingerprint (hash of the config's architecture fields plus tensor names and
-shapes, independent of dtype) ties experts and soups to the base they were built on.
+its base (`expert.json` / `soup.json`: `"base": {"name": "default" | path, "fingerprint": ...}`).
+A fingerprint (hash of the config's architecture fields plus tensor names and shapes,
+independent of dtype) ties experts and soups to the base they were built on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 
-from soups.errors import CheckpointError
+from soups.errors import BaseMismatchError, CheckpointError
 
-# config fields that do not change what the weights mean
+log = logging.getLogger(__name__)
+
+DEFAULT = "default"
+META_FILES = ("expert.json", "soup.json")
+
+# config fields that do not change what the weights mean (keys starting with "_" are dropped too)
 _VOLATILE_CONFIG_KEYS = {
-    "_name_or_path", "torch_dtype", "dtype", "transformers_version", "architectures", "use_cache",
-    "quantization_config", "_attn_implementation_autoset", "_commit_hash", "pad_token_id", "bos_token_id",
-    "eos_token_id", "max_length", "output_attentions", "output_hidden_states", "return_dict", "torchscript",
+    "torch_dtype", "dtype", "transformers_version", "architectures", "use_cache", "quantization_config",
+    "pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id", "sep_token_id", "decoder_start_token_id",
+    "max_length", "output_attentions", "output_hidden_states", "return_dict", "torchscript", "initializer_range",
 }
 
 
@@ -29,34 +37,116 @@ def tensor_shapes(model_dir: Path) -> dict[str, list[int]]:
     return {name: list(info.shape) for name, info in read_index(Path(model_dir)).tensors.items()}
 
 
+def _arch_config(cfg: dict) -> dict:
+    """The config fields that define what the weights mean, normalized across transformers versions."""
+    cfg = {k: v for k, v in cfg.items() if k not in _VOLATILE_CONFIG_KEYS and not k.startswith("_")}
+    if "rope_theta" in cfg and "rope_parameters" not in cfg:  # transformers 4.x spelling of 5.x rope_parameters
+        rope = dict(cfg.pop("rope_scaling", None) or {"rope_type": "default"})
+        rope.setdefault("rope_type", rope.pop("type", "default"))
+        cfg["rope_parameters"] = {**rope, "rope_theta": cfg.pop("rope_theta")}
+    return cfg
+
+
 def fingerprint(model_dir: Path) -> str:
     """Stable base identity: sha256 of the architecture config plus tensor names and shapes."""
     model_dir = Path(model_dir)
     cfg_path = model_dir / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{model_dir}: no config.json; --base must be a Hugging Face model directory")
-    cfg = json.loads(cfg_path.read_text())
-    cfg = {k: v for k, v in sorted(cfg.items()) if k not in _VOLATILE_CONFIG_KEYS}
+    cfg = _arch_config(json.loads(cfg_path.read_text()))
     shapes = sorted(tensor_shapes(model_dir).items())
     blob = json.dumps({"config": cfg, "tensors": shapes}, sort_keys=True).encode()
     return "sha256:" + hashlib.sha256(blob).hexdigest()[:32]
 
 
-def resolve_base(spec: str | Path | None) -> Path:
+def recorded_base(artifact_dir: Path) -> dict | None:
+    """The `base` record ({"name", "fingerprint"}) an expert.json / soup.json holds, or None."""
+    for meta in META_FILES:
+        path = Path(artifact_dir) / meta
+        if path.is_file():
+            try:
+                base = json.loads(path.read_text()).get("base")
+            except ValueError as e:
+                raise CheckpointError(f"{path}: not valid JSON ({e}); fix or re-create the file") from None
+            if isinstance(base, str):
+                base = {"name": base}
+            if isinstance(base, dict) and (base.get("name") or base.get("path")):
+                return {**base, "_file": str(path)}
+    return None
+
+
+def _record_ref(record: dict, artifact_dir: Path) -> str:
+    """Which base a record names: `default`, else its `path` if it still exists, else its `name`.
+
+    A relative path is relative to the expert/soup directory."""
+    if record.get("name") == DEFAULT:
+        return DEFAULT
+    refs = [str(r) for r in (record.get("path"), record.get("name")) if r]
+    refs = [r if Path(r).expanduser().is_absolute() else str(artifact_dir / r) for r in refs]
+    return next((r for r in refs if Path(r).expanduser().exists()), refs[0])
+
+
+def _adapter_base(path: Path) -> Path | None:
+    """A plain PEFT adapter's `base_model_name_or_path`, when it is a local directory."""
+    cfg = path / "adapter_config.json"
+    if cfg.is_file():
+        ref = json.loads(cfg.read_text()).get("base_model_name_or_path")
+        if ref and (Path(ref).expanduser() / "config.json").is_file():
+            return Path(ref).expanduser()
+    return None
+
+
+def resolve_base(spec: str | Path | None, _depth: int = 0) -> Path:
     """Turn a `--base` value into a model directory (see module docstring)."""
-    if spec is None or str(spec) == "default":
+    if spec is None or str(spec) == DEFAULT:
         from soups.base_default import prepare_default
 
         return prepare_default()
     path = Path(spec).expanduser()
     if (path / "config.json").is_file():
         return path
-    for meta in ("expert.json", "soup.json"):
-        if (path / meta).is_file():
-            named = json.loads((path / meta).read_text()).get("base", {})
-            ref = named.get("path") or named.get("name")
-            if ref and str(ref) != str(spec):
-                return resolve_base(ref)
+    if _depth > 8:
+        raise CheckpointError(f"--base {spec}: expert/soup metadata names bases in a loop; fix its `base` field")
+    record = recorded_base(path)
+    if record is not None:
+        ref = _record_ref(record, path)
+        base = resolve_base(ref, _depth + 1)
+        want = record.get("fingerprint")
+        if want and fingerprint(base) != want:
+            raise BaseMismatchError(
+                f"{record['_file']}: built on base fingerprint {want}, but its base {ref} now has "
+                f"{fingerprint(base)}; pass --base with the model it was trained on"
+            )
+        return base
+    adapter_base = _adapter_base(path)
+    if adapter_base is not None:
+        return adapter_base
     raise CheckpointError(
-        f"--base {spec}: not `default`, a model directory with config.json, or an expert/soup naming its base"
+        f"--base {spec}: not `default`, a model directory with config.json, or an expert/soup whose "
+        "expert.json/soup.json names its base; pass one of those"
     )
+
+
+def base_record(spec: str | Path | None) -> dict:
+    """The `base` entry to write into expert.json / soup.json for `--base spec`."""
+    model_dir = resolve_base(spec)
+    name = DEFAULT if spec is None or str(spec) == DEFAULT else str(model_dir.resolve())
+    return {"name": name, "fingerprint": fingerprint(model_dir)}
+
+
+def check_same_base(items: Mapping[str, str | None], base_fp: str, base_name: str = "--base") -> None:
+    """Refuse experts/soups built on another base: `items` maps a name or path to its recorded fingerprint.
+
+    A None fingerprint (e.g. a plain PEFT adapter without expert.json) is accepted with a warning;
+    the shape checks downstream still apply. All offenders are named in one message.
+    """
+    bad = [name for name, fp in items.items() if fp is not None and fp != base_fp]
+    for name, fp in items.items():
+        if fp is None:
+            log.warning("%s records no base fingerprint; cannot check it was built on %s", name, base_name)
+    if bad:
+        detail = ", ".join(f"{name} ({items[name]})" for name in bad)
+        raise BaseMismatchError(
+            f"{detail}: built on a different base than {base_name} ({base_fp}); "
+            f"pass the base they were trained on with {base_name}, or retrain them on this one"
+        )

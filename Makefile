@@ -38,6 +38,10 @@ test: install $(VLLM_STAMP)
 bench: install
 	$(BIN)/python bench/merge.py
 
+# the README's results: the paper's 8 combinations and one sweep, on the shipped experts
+eval: install
+	$(BIN)/python -m soups.eval.paper --out docs/eval --limit 32 --max-new-tokens 96
+
 bench-prefs: install
 	$(BIN)/python bench/fit_weights.py
 

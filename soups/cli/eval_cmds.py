@@ -1,0 +1,135 @@
+"""`soups generate`, `soups eval`, `soups sweep`: responses, held-out scores with intervals, trade-off plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from soups.cli import app
+
+_PROMPTS = "A shipped prompt set (heldout, train) or a file: .jsonl with a `prompt` field, .txt one per line."
+_EXPERTS = "Comma-separated expert names (under experts/) or directories; default: experts/default.yaml."
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+@app.command("generate")
+def generate_cmd(
+    prompts: str = typer.Option(..., "--prompts", help=_PROMPTS),
+    out: Path = typer.Option(..., "--out", help="Responses file to write (JSON lines: prompt, response, settings)."),
+    soup: Path | None = typer.Option(None, "--soup", help="A soup, expert or model directory (full or adapter)."),
+    experts: str | None = typer.Option(None, "--experts", help=_EXPERTS),
+    weights: str | None = typer.Option(None, "--weights", help="Build the soup on the fly: `1,0,1` or `concise=1`."),
+    base: str = typer.Option("default", "--base", help="Base model for --weights: `default` or a directory."),
+    method: str = typer.Option("exact", "--method", help="Merge method for --weights (exact, linear, svd)."),
+    system: str | None = typer.Option(None, "--system", help="System prompt for every request."),
+    engine: str = typer.Option("transformers", "--engine", help="transformers, or vllm (when installed)."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Tokens to generate per response."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Prompts per batch (transformers)."),
+    sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (sampling)."),
+    dtype: str | None = typer.Option(None, "--dtype", help="float32 (CPU default), bfloat16, float16 or auto."),
+    limit: int | None = typer.Option(None, "--limit", help="Use only the first N prompts."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+) -> None:
+    """Answer a prompt set with one soup and write the responses as JSON lines.
+
+    Example: `soups generate --experts concise,friendly,expert --weights 1,0,1 --prompts heldout --out r.jsonl`
+
+    or: `soups generate --soup my_soup/ --prompts prompts.txt --out r.jsonl`
+    """
+    from soups.eval.systems import generate_responses
+
+    path = generate_responses(prompts, out, soup=soup, experts=_split(experts), weights=weights, base=base,
+                              method=method, system=system, engine=engine, max_new_tokens=max_new_tokens,
+                              batch_size=batch_size, greedy=not sample, seed=seed, dtype=dtype, limit=limit,
+                              force=force)
+    typer.echo(str(path))
+
+
+def _scorer_overrides(items: list[str] | None) -> dict[str, str]:
+    from soups.errors import ConfigError
+
+    out = {}
+    for item in items or []:
+        dim, sep, spec = item.partition("=")
+        if not sep or not dim or not spec:
+            raise ConfigError(f"--scorer {item}: use DIMENSION=METRIC[:+1|-1], e.g. --scorer brevity=words:-1")
+        out[dim.strip()] = spec.strip()
+    return out
+
+
+@app.command("eval")
+def eval_cmd(
+    weights: str = typer.Option(..., "--weights", help="The user's weights: `1,0,1` or `concise=1,expert=1`."),
+    experts: str | None = typer.Option(None, "--experts", help=_EXPERTS),
+    out: Path = typer.Option(Path("eval_out"), "--out", help="Output folder (results.json, CSVs, responses)."),
+    base: str = typer.Option("default", "--base", help="Base model: `default` or a directory."),
+    method: str = typer.Option("exact", "--method", help="Merge method of the soup (exact, linear, svd)."),
+    prompts: str = typer.Option("heldout", "--prompts", help=_PROMPTS),
+    limit: int | None = typer.Option(None, "--limit", help="Use only the first N prompts."),
+    baselines: str = typer.Option("linear,base,prompted,experts", "--baselines", help="Baselines to compare with."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Tokens to generate per response."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generation batch."),
+    seed: int = typer.Option(0, "--seed", help="Seed for bootstrap resampling."),
+    dtype: str | None = typer.Option(None, "--dtype", help="float32 (CPU default), bfloat16, float16 or auto."),
+    scorer: list[str] | None = typer.Option(None, "--scorer", help="DIM=METRIC[:+1|-1] for a custom dimension."),
+    judge_url: str | None = typer.Option(None, "--judge-url", help="OpenAI-compatible endpoint for pairwise judging."),
+    judge_model: str | None = typer.Option(None, "--judge-model", help="The judge model's name at --judge-url."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Regenerate instead of reusing cached responses."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+) -> None:
+    """Score a soup against the base, the prompting baseline, each expert and the paper's averaging.
+
+    Each declared dimension (non-zero weight) is scored by a held-out scorer (reading grade, word
+    counts, VADER sentiment), with bootstrap 95% intervals and the soup's win rate per baseline.
+    `--judge-url` adds the paper's pairwise judging (one criterion at a time, A/B/TIE, both orders).
+
+    Example: `soups eval --experts concise,friendly,expert --weights 1,0,1 --limit 32 --out eval_cfe`.
+    """
+    from soups.eval.evaluate import EvalConfig, evaluate
+    from soups.eval.report import print_report
+
+    cfg = EvalConfig(weights=weights, out=out, experts=_split(experts), base=base, method=method, prompts=prompts,
+                     limit=limit, baselines=tuple(_split(baselines) or ()), max_new_tokens=max_new_tokens,
+                     batch_size=batch_size, seed=seed, dtype=dtype, scorers=_scorer_overrides(scorer),
+                     judge_url=judge_url, judge_model=judge_model, cache=None if no_cache else "default", force=force)
+    print_report(evaluate(cfg))
+
+
+@app.command("sweep")
+def sweep_cmd(
+    experts: str = typer.Option(..., "--experts", help="2 or 3 experts (names or directories), comma-separated."),
+    grid: int = typer.Option(5, "--grid", help="Points per edge: weights step by 1/(grid-1)."),
+    out: Path = typer.Option(Path("sweep_out"), "--out", help="Output folder (sweep.csv, sweep.json, sweep.png)."),
+    base: str = typer.Option("default", "--base", help="Base model: `default` or a directory."),
+    methods: str = typer.Option("exact,linear", "--methods", help="Soups to build at each point: exact, linear."),
+    prompts: str = typer.Option("heldout", "--prompts", help=_PROMPTS),
+    limit: int | None = typer.Option(None, "--limit", help="Use only the first N prompts."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Tokens to generate per response."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generation batch."),
+    seed: int = typer.Option(0, "--seed", help="Seed for bootstrap resampling."),
+    dtype: str | None = typer.Option(None, "--dtype", help="float32 (CPU default), bfloat16, float16 or auto."),
+    scorer: list[str] | None = typer.Option(None, "--scorer", help="DIM=METRIC[:+1|-1] for a custom dimension."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Regenerate instead of reusing cached responses."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+) -> None:
+    """Score soups over a grid of weights and plot the trade-off (per-dimension curves, Pareto front).
+
+    Marks where the exact soup and the paper's averaging (linear) sit. Prints the PNG path.
+
+    Example: `soups sweep --experts concise,informative --grid 5 --limit 32 --out sweep_ci`.
+    """
+    from soups.eval.sweep import SweepConfig, sweep
+
+    cfg = SweepConfig(experts=_split(experts) or [], out=out, grid=grid, base=base,
+                      methods=tuple(_split(methods) or ()), prompts=prompts, limit=limit,
+                      max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, dtype=dtype,
+                      scorers=_scorer_overrides(scorer), cache=None if no_cache else "default", force=force)
+    result = sweep(cfg)
+    for method, why in result["skipped"].items():
+        typer.echo(f"skipped {method}: {why}", err=True)
+    typer.echo(f"{result['csv']}\n{result['png']}")

@@ -1,0 +1,179 @@
+"""`soups eval`: does a soup deliver each declared dimension, compared with the baselines?
+
+Systems, all answering the same prompts with the same decoding:
+- `soup`: the experts merged by the user's weights (method `exact` by default);
+- `linear`: the paper's parameter averaging of the same experts (method `linear`), when it applies;
+- `base`: the base model alone;
+- `prompted`: the base with the declared dimensions' preference statements as the system prompt
+  (the paper's prompting baseline);
+- `expert:<name>`: each declared expert alone.
+Each declared dimension (experts with a non-zero weight) is scored by its held-out scorer
+(soups.eval.scorers) and, with a judge, pairwise in the paper's protocol (soups.eval.judge).
+Reported: mean score per system with a bootstrap 95% interval, and the soup's win rate against
+each baseline with its interval, as JSON, CSV and a table.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from soups.errors import ConfigError, SoupsError
+from soups.eval.cache import ResponseCache, default_cache_dir
+from soups.eval.scorers import scorer_for
+from soups.eval.stats import bootstrap_ci, win_rate
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("linear", "base", "prompted", "experts")
+
+
+@dataclass
+class EvalConfig:
+    """Everything `soups eval` needs (the CLI builds it from flags)."""
+
+    weights: str | list[float]
+    out: Path
+    experts: list[str] | None = None
+    base: str | Path = "default"
+    method: str = "exact"
+    prompts: str | Path = "heldout"
+    limit: int | None = None
+    baselines: tuple[str, ...] = BASELINES
+    max_new_tokens: int = 128
+    batch_size: int = 8
+    seed: int = 0
+    dtype: str | None = None
+    scorers: dict[str, str] = field(default_factory=dict)
+    judge_url: str | None = None
+    judge_model: str | None = None
+    cache: Path | None | str = "default"
+    force: bool = False
+    progress: bool = True
+
+
+@dataclass
+class System:
+    name: str
+    label: str
+    adapter: Path | None = None  # None: the base alone
+    system_prompt: str | None = None
+
+
+def _declared(cfg: EvalConfig) -> tuple[list[str], list[float], list[tuple[str, str]]]:
+    """Expert names, raw weights, and the declared (expert, dimension) pairs (non-zero weight)."""
+    from soups.eval.systems import expert_dimension, expert_names
+    from soups.weights import check_weights, parse_weights
+
+    names = expert_names(cfg.experts)
+    weights = parse_weights(cfg.weights, names) if isinstance(cfg.weights, str) else [float(w) for w in cfg.weights]
+    check_weights(weights, names)
+    declared = [(n, expert_dimension(n)) for n, w in zip(names, weights) if w != 0]
+    return names, weights, declared
+
+
+def _systems(cfg: EvalConfig, names, weights, declared, soups_dir: Path, skipped: dict) -> list[System]:
+    """Build the soup, the baselines' adapters (merge library, adapter format) and list every system."""
+    from soups.dimensions import load_dimension
+    from soups.eval.systems import build_soup
+
+    def build(name: str, ws, method: str) -> Path:
+        return build_soup(names, ws, soups_dir / name, base=cfg.base, method=method)
+
+    systems = [System("soup", f"soup ({cfg.method})", build("soup", weights, cfg.method))]
+    if "linear" in cfg.baselines and cfg.method != "linear" and len(declared) > 1:
+        try:
+            systems.append(System("linear", "paper averaging (linear)", build("linear", weights, "linear")))
+        except SoupsError as e:
+            skipped["linear"] = str(e)
+            log.warning("linear baseline skipped: %s", e)
+    if "base" in cfg.baselines:
+        systems.append(System("base", "base model"))
+    if "prompted" in cfg.baselines:
+        prompt = " ".join(load_dimension(d).statement for _, d in declared)
+        systems.append(System("prompted", "base + preference prompt", None, prompt))
+    if "experts" in cfg.baselines:
+        for n, d in declared:
+            one = [1.0 if m == n else 0.0 for m in names]
+            systems.append(System(f"expert:{d}", f"expert {n} alone", build(f"expert-{d}", one, "exact")))
+    return systems
+
+
+def generate_systems(cfg, systems: list[System], base_dir: Path, prompts: list[str]) -> dict[str, list[str]]:
+    """Responses of every system (one loaded base, adapters swapped; cached on disk)."""
+    from soups.eval.generate import ChatGenerator
+
+    root = default_cache_dir() if cfg.cache == "default" else (Path(cfg.cache) if cfg.cache else None)
+    cache = ResponseCache(root)
+    settings = {"max_new_tokens": cfg.max_new_tokens, "greedy": True, "seed": cfg.seed, "dtype": cfg.dtype}
+    gen = None
+    out = {}
+    for s in systems:
+        key = cache.key(s.adapter or base_dir, s.system_prompt, prompts, settings)
+        hit = cache.get(key)
+        if hit is not None:
+            out[s.name] = hit
+            continue
+        gen = gen or ChatGenerator(base_dir, dtype=cfg.dtype)
+        gen.set_adapter(s.adapter)
+        out[s.name] = gen.generate(prompts, system=s.system_prompt, max_new_tokens=cfg.max_new_tokens,
+                                   batch_size=cfg.batch_size, seed=cfg.seed, progress=cfg.progress, label=s.name)
+        cache.put(key, out[s.name])
+    return out
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Run `soups eval` (module docstring); write results.json, scores.csv, win_rates.csv, responses.jsonl."""
+    from soups.base import resolve_base
+    from soups.dimensions import load_dimension
+    from soups.eval.report import write_report
+    from soups.eval.systems import load_prompt_set
+    from soups.io.atomic import atomic_dir, check_output
+
+    check_output(Path(cfg.out), cfg.force)
+    unknown = [b for b in cfg.baselines if b not in BASELINES]
+    if unknown:
+        raise ConfigError(
+            f"--baselines {','.join(cfg.baselines)}: unknown {unknown[0]!r}; choose from {','.join(BASELINES)}"
+        )
+    if bool(cfg.judge_url) != bool(cfg.judge_model):
+        raise ConfigError("--judge-url and --judge-model go together; give both (or neither)")
+    names, weights, declared = _declared(cfg)
+    dims = list(dict.fromkeys(d for _, d in declared))
+    scorers = {d: scorer_for(d, cfg.scorers.get(d)) for d in dims}
+    needs_statement = "prompted" in cfg.baselines or cfg.judge_url
+    statements = {d: load_dimension(d).statement if needs_statement else None for d in dims}
+    prompts = load_prompt_set(cfg.prompts, cfg.limit)
+    base_dir = resolve_base(cfg.base)
+    skipped: dict[str, str] = {}
+    with atomic_dir(Path(cfg.out), force=cfg.force) as tmp:
+        systems = _systems(cfg, names, weights, declared, tmp / "soups", skipped)
+        responses = generate_systems(cfg, systems, base_dir, prompts)
+        scores = {s.name: {d: scorers[d](responses[s.name]) for d in dims} for s in systems}
+        report = {
+            "experts": names, "weights": weights, "method": cfg.method, "base": str(base_dir),
+            "prompts": {"source": str(cfg.prompts), "n": len(prompts)},
+            "generation": {"max_new_tokens": cfg.max_new_tokens, "greedy": True, "seed": cfg.seed},
+            "dimensions": [{"name": d, "metric": scorers[d].metric.name, "label": scorers[d].metric.label,
+                            "wants": scorers[d].wants, "statement": statements[d]} for d in dims],
+            "systems": [{"name": s.name, "label": s.label, "system_prompt": s.system_prompt,
+                         "adapter": str(s.adapter.relative_to(tmp)) if s.adapter else None} for s in systems],
+            "scores": {s: {d: bootstrap_ci(v, seed=cfg.seed).to_dict() for d, v in per.items()}
+                       for s, per in scores.items()},
+            "win_rates": {s.name: {d: win_rate(scores["soup"][d], scores[s.name][d], direction=scorers[d].direction,
+                                               seed=cfg.seed).to_dict() for d in dims}
+                          for s in systems if s.name != "soup"},
+            "skipped": skipped,
+        }
+        if cfg.judge_url:
+            from soups.eval.judge import judge_win_rate, make_client
+
+            client = make_client(cfg.judge_url, cfg.judge_model)
+            report["judge"] = {"url": cfg.judge_url, "model": cfg.judge_model, "win_rates": {
+                s.name: {d: judge_win_rate(client, statements[d], prompts, responses["soup"], responses[s.name],
+                                           seed=cfg.seed).to_dict() for d in dims}
+                for s in systems if s.name != "soup"}}
+        write_report(tmp, report, prompts, responses, scores)
+    report["out"] = str(Path(cfg.out).absolute())
+    return report

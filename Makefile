@@ -38,9 +38,16 @@ test: install $(VLLM_STAMP)
 bench: install
 	$(BIN)/python bench/merge.py
 
+# Shipped experts: GRPO, `cpu` preset, seed 0 (README "Training experts"); resumable, one thread per run.
+EXPERT_STEPS := concise=30 friendly=30 expert=30 elementary=30 informative=44 unfriendly=30
+experts: install
+	@for ds in $(EXPERT_STEPS); do d=$${ds%%=*}; n=$${ds##*=}; \
+	  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/soups train-expert --dim $$d --algo grpo --preset cpu --steps $$n \
+	    --run-dir runs/make-experts/$$d --out experts/$$d --resume --force || exit 1; done
+
 # the README's results: the paper's 8 combinations and one sweep, on the shipped experts
 eval: install
-	$(BIN)/python -m soups.eval.paper --out docs/eval --limit 32 --max-new-tokens 96
+	$(BIN)/python -m soups.eval.paper --out docs/eval --limit 32 --max-new-tokens 64
 
 bench-prefs: install
 	$(BIN)/python bench/fit_weights.py

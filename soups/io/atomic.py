@@ -65,6 +65,9 @@ def atomic_dir(out: Path, force: bool = False, flag: str = "--out", sync: bool =
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{TMP_TAG}", suffix=f"-{os.getpid()}", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the output gets the usual permissions
     try:
         yield tmp
         if sync:

@@ -1,0 +1,97 @@
+"""`soups train-expert` and `soups train-reward`: thin wrappers over soups.train."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from soups.cli import app
+
+
+@app.command("train-expert")
+def train_expert_cmd(
+    dim: str = typer.Option(..., "--dim", help="Dimension to train (a name from `soups dims`, or a YAML path)."),
+    base: str = typer.Option("default", "--base", help="`default` (embedded SmolLM2-135M-Instruct) or a model dir."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Training YAML [default: experts/configs/ppo.yaml]."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Preset in the config: `cpu` or `paper` "
+                                         "[default: `cpu` without a GPU, else `paper`]."),
+    algo: Optional[str] = typer.Option(None, "--algo", help="ppo (the paper's, default), rloo or grpo."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Policy updates (overrides the config)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the config)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Expert dir [default: runs/<dim>-<algo>-s<seed>/expert]."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Checkpoints + metrics.jsonl "
+                                           "[default: runs/<dim>-<algo>-s<seed>]."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="Training prompts (JSONL or text) "
+                                           "[default: the shipped training set]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out / restart a run with checkpoints."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train a LoRA expert for one preference dimension against its reward (PPO, RLOO or GRPO via TRL).
+
+    Writes a PEFT adapter plus expert.json (reward before/after on held-out prompts, fluency,
+    config, wall time) to --out; metrics.jsonl and checkpoints go to --run-dir.
+
+    Examples:
+
+        soups train-expert --dim concise
+        soups train-expert --dim friendly --algo grpo --steps 40 --out experts/friendly --force
+        accelerate launch --num_processes 8 -m soups train-expert --dim concise --preset paper
+    """
+    import torch
+
+    from soups.train.expert import train_expert
+
+    if algo is not None and algo not in ("ppo", "rloo", "grpo"):
+        from soups.errors import ConfigError
+
+        raise ConfigError(f"--algo {algo}: unknown; use ppo, rloo or grpo")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if preset is None:  # the hardware's preset, when the config has one
+        from soups.train.config import list_presets
+
+        auto = "paper" if torch.cuda.is_available() else "cpu"
+        preset = auto if auto in list_presets(config) else None
+    info = train_expert(
+        dim, base=base, config=config, preset=preset, overrides={"algo": algo, "steps": steps, "seed": seed},
+        out=out, run_dir=run_dir, prompts=prompts, resume=resume, force=force, progress=not quiet,
+    )
+    if info:
+        b, a = info["reward"]["before"], info["reward"]["after"]
+        typer.echo(f"{info['dimension']} [{info['algorithm']}]: reward {b['mean']:.3f} -> {a['mean']:.3f} "
+                   f"(95% CI {a['ci95'][0]:.3f}..{a['ci95'][1]:.3f}), fluency ratio {info['fluency']['ratio']}, "
+                   f"{info['wall_time_s']:.0f}s -> {info['out']}")
+
+
+@app.command("train-reward")
+def train_reward_cmd(
+    dim: str = typer.Option(..., "--dim", help="Dimension the pairs express (recorded in reward_model.json)."),
+    pairs: Path = typer.Option(..., "--pairs", help="JSONL of {\"prompt\", \"chosen\", \"rejected\"}."),
+    base: str = typer.Option("default", "--base", help="`default` or a model dir: the policy's base."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Reward model dir [default: runs/reward-<dim>]."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training pairs."),
+    lr: float = typer.Option(2e-4, "--lr", help="Learning rate (LoRA)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Pairs per step."),
+    eval_frac: float = typer.Option(0.2, "--eval-frac", help="Share of pairs held out for the accuracy."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (split, init, order)."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
+) -> None:
+    """Train a Bradley-Terry reward model (LoRA on the base + a score head, TRL's RewardTrainer) on pairs.
+
+    Reports held-out pair accuracy; writes a HF sequence-classification model dir with
+    reward_model.json, usable as `reward: {kind: model, path: DIR}` in a dimension YAML.
+
+    Example:
+
+        soups train-reward --dim friendly --pairs pairs.jsonl --out rewards/friendly
+    """
+    from soups.train.reward_model import train_reward_model
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    meta = train_reward_model(dim, pairs, base=base, out=out or Path("runs") / f"reward-{dim}", epochs=epochs,
+                              lr=lr, batch_size=batch_size, eval_frac=eval_frac, seed=seed, force=force)
+    typer.echo(json.dumps(meta, indent=2))

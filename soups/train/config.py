@@ -1,0 +1,112 @@
+"""Training config: typed, validated on load, all problems reported together.
+
+A config YAML (torchtune style, e.g. `experts/configs/ppo.yaml`) holds the base settings at top
+level plus named `presets` (`cpu`, `paper`, ...) that override them; CLI flags override both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from soups.config import experts_dir
+from soups.errors import ConfigError
+
+ALGOS = ("ppo", "rloo", "grpo")
+
+
+class LoraSettings(BaseModel):
+    """The expert's LoRA adapter (what `soups merge` consumes)."""
+
+    model_config = ConfigDict(extra="forbid")
+    r: int = Field(16, gt=0, description="LoRA rank")
+    alpha: float = Field(32, gt=0, description="LoRA alpha (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    targets: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1, description="modules to adapt")
+    last_layers: int | None = Field(None, gt=0, description="adapt only the last N decoder layers (None: all); "
+                                    "backpropagation then stops there, which makes a CPU step much cheaper")
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a training run; recorded verbatim in expert.json."""
+
+    model_config = ConfigDict(extra="forbid")
+    algo: Literal["ppo", "rloo", "grpo"] = Field("ppo", description="ppo (the paper's), rloo or grpo")
+    seed: int = Field(0, description="seeds prompts order, sampling and init: same seed, same run")
+    steps: int = Field(60, gt=0, description="policy updates; each samples one batch of rollouts")
+    batch_size: int = Field(8, gt=0, description="rollouts (completions) per step per device")
+    num_generations: int = Field(4, ge=2, description="rloo/grpo: completions per prompt (group size)")
+    mini_batches: int = Field(1, gt=0, description="ppo: minibatches per rollout batch")
+    ppo_epochs: int = Field(4, gt=0, description="ppo: optimisation epochs per rollout batch")
+    learning_rate: float = Field(1.4e-5, gt=0)
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    value_model: Literal["head", "lora"] = Field(
+        "head", description="ppo critic: a value head on the frozen base (`head`) or with its own LoRA (`lora`)"
+    )
+    max_new_tokens: int = Field(48, gt=0, description="longest sampled completion")
+    temperature: float = Field(1.0, gt=0)
+    kl_coef: float = Field(0.05, ge=0, description="KL penalty to the base (ppo kl_coef, rloo/grpo beta)")
+    kl_stop: float | None = Field(None, gt=0, description="stop early once the policy's KL to the base exceeds this")
+    cliprange: float = Field(0.2, gt=0)
+    vf_coef: float = Field(0.1, gt=0)
+    gamma: float = Field(1.0, gt=0, le=1)
+    lam: float = Field(0.95, gt=0, le=1)
+    missing_eos_penalty: float | None = Field(None, ge=0, description="subtract from a completion that never ends")
+    save_every: int = Field(10, gt=0, description="checkpoint every N steps (for --resume)")
+    eval_prompts: int = Field(32, gt=1, description="held-out prompts for the before/after reward")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="training dtype")
+    gradient_checkpointing: bool = False
+
+
+def default_config_path() -> Path:
+    return experts_dir() / "configs" / "ppo.yaml"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: file not found; use experts/configs/ppo.yaml or a copy of it")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: malformed YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
+    return data
+
+
+def load_config(
+    path: Path | None = None, preset: str | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Read a config YAML, apply `preset` then the non-None `overrides` (CLI flags), validate."""
+    path = Path(path) if path else default_config_path()
+    data = _read_yaml(path)
+    presets = data.pop("presets", {}) or {}
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f"--preset {preset}: not in {path} (known: {', '.join(sorted(presets)) or 'none'})")
+        p = presets[preset] or {}
+        if not isinstance(p, dict):
+            raise ConfigError(f"{path}: presets.{preset} must be a mapping of config fields")
+        lora = {**(data.get("lora") or {}), **(p.get("lora") or {})}
+        data = {**data, **p}
+        if lora:
+            data["lora"] = lora
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return TrainConfig(**data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc'])}={err.get('input')!r}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"{path} (preset {preset or '-'}): {problems}") from None
+
+
+def list_presets(path: Path | None = None) -> list[str]:
+    return sorted((_read_yaml(Path(path) if path else default_config_path()).get("presets") or {}).keys())

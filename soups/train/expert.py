@@ -1,0 +1,243 @@
+"""Train one preference expert: a LoRA adapter on the base, optimised against a dimension's reward.
+
+The recipe, in order (torchtune style, one readable class):
+  setup     resolve base, dimension, reward, prompts and config; refuse a non-empty --out early
+  evaluate  the base's reward on held-out prompts ("before"; cached in the run dir for --resume)
+  train     TRL PPO (default, as in the paper), RLOO or GRPO via soups.train.trl_backend,
+            with a rich progress bar, metrics.jsonl and checkpoints every `save_every` steps
+  finish    held-out reward "after", fluency vs the base, then adapter + expert.json, atomically
+
+Launch: `soups train-expert --dim concise`, or unchanged under `accelerate launch -m soups train-expert ...`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from soups.errors import ConfigError
+from soups.io.atomic import atomic_dir, check_output
+from soups.train.config import TrainConfig, load_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExpertRun:
+    """What to train: the CLI fills this from flags; library users can pass `reward`/`prompts` directly."""
+
+    dim: str
+    base: str | Path = "default"
+    config: Path | None = None
+    preset: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    out: Path | None = None
+    run_dir: Path | None = None
+    resume: bool = False
+    force: bool = False
+    prompts: str | Path | list[str] | None = None  # training prompts: file, or list; default: the shipped set
+    heldout: list[str] | None = None  # held-out prompts; default: the shipped held-out set
+    reward: Callable[..., list[float]] | None = None  # default: soups.rewards.get_reward(dim)
+    callbacks: list = field(default_factory=list)  # extra transformers TrainerCallbacks
+    progress: bool = True
+
+
+class ExpertRecipe:
+    def __init__(self, run: ExpertRun):
+        self.run = run
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+        from soups.base import fingerprint, resolve_base
+        from soups.train import trl_backend as backend
+
+        r = self.run
+        self.cfg: TrainConfig = load_config(r.config, r.preset, r.overrides)
+        self.dimension = None
+        if r.reward is None:
+            from soups.dimensions import load_dimension
+            from soups.rewards import get_reward
+
+            self.dimension = load_dimension(r.dim)
+            r.reward = get_reward(self.dimension)
+        self.run_dir = Path(r.run_dir or Path("runs") / f"{r.dim}-{self.cfg.algo}-s{self.cfg.seed}").absolute()
+        self.out = Path(r.out or self.run_dir / "expert").absolute()
+        check_output(self.out, r.force)
+        self.train_prompts = self._prompts(r.prompts, "train", "--prompts")
+        self.heldout = self._prompts(r.heldout, "heldout", "--heldout")[: self.cfg.eval_prompts]
+        self.base_dir = resolve_base(r.base)
+        self.base_info = {"name": str(r.base) if str(r.base) == "default" else str(Path(r.base).absolute()),
+                          "fingerprint": fingerprint(self.base_dir)}
+        self._prepare_run_dir()
+        set_seed(self.cfg.seed)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        base = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=getattr(torch, self.cfg.dtype))
+        from peft import get_peft_model
+
+        self.policy = get_peft_model(base, backend.lora_config(self.cfg, n_layers=base.config.num_hidden_layers))
+
+    def _prompts(self, spec, split: str, flag: str) -> list[str]:
+        if isinstance(spec, list):
+            prompts = spec
+        else:
+            from soups.prompts import load_prompts
+
+            prompts = load_prompts(spec if spec is not None else split)
+        if len(prompts) < 2:
+            raise ConfigError(f"{flag}: need at least 2 prompts, got {len(prompts)}")
+        return list(prompts)
+
+    def _prepare_run_dir(self) -> None:
+        from soups.train.trl_backend import last_checkpoint
+
+        r, meta_path = self.run, self.run_dir / "run.json"
+        meta = {"dimension": r.dim, "base": self.base_info, "config": self.cfg.model_dump(exclude={"steps"})}
+        self.resume_from, self.start_step = None, 0
+        if r.resume and meta_path.is_file():
+            old = json.loads(meta_path.read_text())
+            if old != meta:
+                raise ConfigError(f"--resume: {meta_path} was made with another dimension, base or config; "
+                                  "use the same flags, or drop --resume and pass --force to start over")
+            found = last_checkpoint(self.cfg.algo, self.run_dir)
+            if found:
+                self.resume_from, self.start_step = found
+                log.warning("resuming %s from step %d", self.run_dir, self.start_step)
+        elif (self.run_dir / "checkpoints").is_dir() and any((self.run_dir / "checkpoints").iterdir()):
+            if not r.force:
+                raise ConfigError(f"run dir {self.run_dir} has checkpoints: pass --resume to continue it, "
+                                  "or --force to start over")
+            shutil.rmtree(self.run_dir / "checkpoints")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        meta_path.write_text(json.dumps(meta, indent=2))
+        metrics = self.run_dir / "metrics.jsonl"
+        keep = [ln for ln in (metrics.read_text().splitlines() if metrics.is_file() else [])
+                if self.resume_from and json.loads(ln)["step"] <= self.start_step]
+        metrics.write_text("".join(ln + "\n" for ln in keep))
+
+    # ------------------------------------------------------------------ evaluate
+    def evaluate(self, adapters: bool) -> dict[str, Any]:
+        """Held-out completions (adapters on/off), their rewards and the base's perplexity on them."""
+        import contextlib
+
+        from soups.train.heldout import generate, perplexity
+
+        ctx = contextlib.nullcontext() if adapters else self.policy.disable_adapter()
+        with ctx:
+            comps = generate(self.policy, self.tokenizer, self.heldout, max_new_tokens=self.cfg.max_new_tokens,
+                             temperature=self.cfg.temperature, seed=self.cfg.seed + 1)
+        with self.policy.disable_adapter():
+            ppl = perplexity(self.policy, self.tokenizer, self.heldout, comps)
+        rewards = [float(x) for x in self.run.reward(comps, prompts=self.heldout)]
+        return {"rewards": rewards, "ppl": ppl, "samples": comps[:3]}
+
+    def before(self) -> dict[str, Any]:
+        cache = self.run_dir / "before.json"
+        key = {"heldout": self.heldout, "seed": self.cfg.seed, "max_new_tokens": self.cfg.max_new_tokens}
+        if cache.is_file():
+            data = json.loads(cache.read_text())
+            if data.get("key") == key:
+                return data["result"]
+        result = self.evaluate(adapters=False)
+        cache.write_text(json.dumps({"key": key, "result": result}))
+        return result
+
+    # ------------------------------------------------------------------ train
+    def train(self) -> None:
+        from soups.train import trl_backend as backend
+        from soups.train.progress import StepLogger
+
+        cfg, algo = self.cfg, self.cfg.algo
+        offset = self.start_step if algo == "ppo" else 0  # PPO's own step counter restarts on resume
+        logger = StepLogger(self.run_dir / "metrics.jsonl", total=cfg.steps, start=self.start_step,
+                            kl_stop=cfg.kl_stop, show=self.run.progress, title=f"{self.run.dim} [{algo}]")
+
+        def on_step(step: int, objs: dict) -> None:
+            step += offset
+            if algo == "ppo" and (step % cfg.save_every == 0 or step == cfg.steps):
+                backend.save_ppo_checkpoint(self.run_dir, step, objs)
+
+        bridge = backend.make_callback(lambda s, m: logger.log(s + offset, m), on_step)
+        callbacks = [bridge, *self.run.callbacks]
+        import importlib.util
+
+        tb = importlib.util.find_spec("tensorboard") is not None
+        with logger:
+            if self.start_step >= cfg.steps:  # already trained that far: take the checkpoint's adapter as is
+                from peft import set_peft_model_state_dict
+                from safetensors.torch import load_file
+
+                set_peft_model_state_dict(self.policy, load_file(str(self.resume_from / "adapter_model.safetensors")))
+            elif algo == "ppo":
+                self.policy = backend.train_ppo(self.policy, self.tokenizer, self.base_dir, cfg, self.run.reward,
+                                                self.train_prompts, self.run_dir, callbacks, self.resume_from,
+                                                self.start_step, tb)
+            else:
+                self.policy = backend.train_group(algo, self.policy, self.tokenizer, cfg, self.run.reward,
+                                                  self.run.dim, self.train_prompts, self.run_dir, callbacks,
+                                                  self.resume_from, tb)
+        self.stopped_early = logger.stopped_early
+        self.steps_done = logger.last_step
+
+    # ------------------------------------------------------------------ finish
+    def finish(self, before: dict, after: dict, t0: float) -> dict[str, Any]:
+        import soups
+        from soups.train.heldout import bootstrap_ci, fluency
+        from soups.train.progress import read_metrics
+
+        metrics = read_metrics(self.run_dir / "metrics.jsonl")
+        step_times = [m["step_time_s"] for m in metrics if "step_time_s" in m]
+        info = {
+            "dimension": self.run.dim,
+            "statement": getattr(self.dimension, "statement", None),
+            "base": self.base_info,
+            "algorithm": self.cfg.algo,
+            "config": self.cfg.model_dump(),
+            "steps_done": self.steps_done,
+            "stopped_early_kl": self.stopped_early,
+            "heldout_prompts": len(self.heldout),
+            "reward": {"before": bootstrap_ci(before["rewards"]), "after": bootstrap_ci(after["rewards"])},
+            "fluency": fluency(before["ppl"], after["ppl"]),
+            "samples": {"before": before["samples"], "after": after["samples"]},
+            "wall_time_s": round(time.time() - t0, 1),
+            "train_time_s": round(sum(step_times), 1),
+            "sec_per_step": round(sum(step_times) / len(step_times), 2) if step_times else None,
+            "cpu_sec_per_step": round(sum(m.get("cpu_s", 0) for m in metrics) / len(metrics), 2) if metrics else None,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "soups_version": soups.__version__,
+        }
+        with atomic_dir(self.out, force=self.run.force) as tmp:
+            self.policy.peft_config["default"].base_model_name_or_path = self.base_info["name"]
+            self.policy.save_pretrained(tmp, safe_serialization=True, selected_adapters=["default"])
+            (tmp / "README.md").unlink(missing_ok=True)  # PEFT's stub card names a local path
+            (tmp / "expert.json").write_text(json.dumps(info, indent=2) + "\n")
+        return info
+
+    def __call__(self) -> dict[str, Any]:
+        from accelerate import PartialState
+
+        t0 = time.time()
+        self.setup()
+        before = self.before()
+        self.train()
+        after = self.evaluate(adapters=True)
+        if not PartialState().is_main_process:
+            return {}
+        return {**self.finish(before, after, t0), "out": str(self.out)}
+
+
+def train_expert(dim: str, **kw: Any) -> dict[str, Any]:
+    """Train an expert for `dim` (see ExpertRun for options); returns the expert.json content."""
+    return ExpertRecipe(ExpertRun(dim=dim, **kw))()

@@ -1,0 +1,65 @@
+"""Per-step training log: a rich progress bar (reward, KL, step time) and a metrics JSONL file."""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from pathlib import Path
+
+
+def read_metrics(path: Path) -> list[dict]:
+    path = Path(path)
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+
+
+class StepLogger:
+    """Append one JSON line per step; drive the progress bar; raise KLStop past `kl_stop`."""
+
+    def __init__(self, path: Path, *, total: int, start: int = 0, kl_stop: float | None = None, show: bool = True,
+                 title: str = "train"):
+        self.path, self.total, self.start, self.kl_stop = Path(path), total, start, kl_stop
+        self.show, self.title = show, title
+        self.last_step, self.stopped_early, self._t, self._cpu = start, False, time.time(), 0.0
+        self._progress = self._task = None
+
+    def __enter__(self) -> StepLogger:
+        from accelerate import PartialState
+
+        self._main = PartialState().is_main_process
+        if self.show and self._main:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[stats]}"), TimeRemainingColumn())
+            self._progress.start()
+            self._task = self._progress.add_task(self.title, total=self.total, completed=self.start, stats="")
+        self._t, self._cpu = time.time(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def log(self, step: int, metrics: dict) -> None:
+        from soups.train.trl_backend import KLStop
+
+        now = time.time()
+        cpu = time.process_time()
+        row = {"step": step, "step_time_s": round(now - self._t, 3), "cpu_s": round(cpu - self._cpu, 3),
+               "time": round(now, 3)}
+        self._t, self._cpu = now, cpu
+        row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)})
+        self.last_step = step
+        if self._main:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        if self._progress is not None:
+            stats = f"reward {row.get('reward', float('nan')):+.3f}  KL {row.get('kl', float('nan')):.3f}  " \
+                    f"{row['step_time_s']:.1f}s/step"
+            self._progress.update(self._task, completed=step, stats=stats)
+        if self.kl_stop is not None and row.get("kl", 0.0) > self.kl_stop:
+            self.stopped_early = True
+            raise KLStop(f"KL {row['kl']:.3f} > kl_stop {self.kl_stop} at step {step}")

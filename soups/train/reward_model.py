@@ -1,0 +1,114 @@
+"""`soups train-reward`: a Bradley-Terry reward model from preference pairs, with TRL's RewardTrainer.
+
+LoRA on the base plus a fresh scalar score head; loss -log sigmoid(r(chosen) - r(rejected)).
+A share of the pairs is held out and the pair accuracy on them (r(chosen) > r(rejected)) is
+reported before and after training. Examples are the exact text `soups.rewards.model` scores
+(`format_example`: prompt and answer through the chat template), tokenized the same way, so the
+trained model is read back by `reward: {kind: model, path: DIR}` with no train/score skew.
+Output (atomic): a merged HF sequence-classification model dir + tokenizer + reward_model.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from soups.errors import DataError
+from soups.io.atomic import atomic_dir, check_output
+
+log = logging.getLogger(__name__)
+
+
+def load_pairs(path: Path) -> list[dict[str, str]]:
+    """Read `{"prompt", "chosen", "rejected"}` JSONL; a bad line raises DataError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"--pairs {path}: file not found")
+    pairs = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: invalid JSON ({e.msg}); one pair object per line") from None
+        bad = [k for k in ("chosen", "rejected") if not isinstance(obj, dict) or not isinstance(obj.get(k), str)]
+        if bad or not isinstance(obj.get("prompt", ""), str):
+            raise DataError(f"{path}:{n}: need string fields prompt, chosen, rejected (bad: {bad or ['prompt']})")
+        pairs.append({"prompt": obj.get("prompt", ""), "chosen": obj["chosen"], "rejected": obj["rejected"]})
+    if len(pairs) < 4:
+        raise DataError(f"--pairs {path}: {len(pairs)} pairs; need at least 4 (some are held out)")
+    return pairs
+
+
+def pair_accuracy(model, tokenizer, pairs: list[dict[str, str]], batch_size: int = 16) -> float:
+    """Share of pairs with r(chosen) > r(rejected), scored exactly as soups.rewards.model does."""
+    import torch
+
+    from soups.rewards.model import format_example
+
+    def scores(texts: list[str]) -> list[float]:
+        out = []
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.no_grad():
+                out += model(**enc.to(model.device)).logits[:, 0].float().tolist()
+        return out
+
+    c = scores([format_example(tokenizer, p["prompt"], p["chosen"]) for p in pairs])
+    r = scores([format_example(tokenizer, p["prompt"], p["rejected"]) for p in pairs])
+    return sum(a > b for a, b in zip(c, r)) / len(pairs)
+
+
+def train_reward_model(dim: str, pairs_path: Path, *, base: str | Path = "default", out: Path, epochs: float = 1.0,
+                       lr: float = 2e-4, batch_size: int = 8, eval_frac: float = 0.2, seed: int = 0,
+                       lora_r: int = 16, max_length: int = 512, force: bool = False) -> dict[str, Any]:
+    """Train, evaluate and save a reward model; returns reward_model.json's content."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+
+    from soups.base import fingerprint, resolve_base
+    from soups.rewards.model import format_example, tokenizer_sha256
+    from soups.train import trl_backend as backend
+    from soups.train.config import LoraSettings, TrainConfig
+
+    check_output(out, force)
+    pairs = load_pairs(pairs_path)
+    rng = random.Random(seed)
+    rng.shuffle(pairs)
+    n_eval = max(2, int(round(len(pairs) * eval_frac)))
+    train_pairs, eval_pairs = pairs[n_eval:], pairs[:n_eval]
+    base_dir = resolve_base(base)
+    set_seed(seed)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tok.pad_token_id
+
+    def ids(p: dict, key: str) -> list[int]:
+        return tok(format_example(tok, p["prompt"], p[key]), add_special_tokens=False)["input_ids"][-max_length:]
+
+    ds = Dataset.from_dict({"chosen_ids": [ids(p, "chosen") for p in train_pairs],
+                            "rejected_ids": [ids(p, "rejected") for p in train_pairs]})
+    acc_before = pair_accuracy(model, tok, eval_pairs)
+    cfg = TrainConfig(lora=LoraSettings(r=lora_r, alpha=2 * lora_r, dropout=0.0, targets=["q_proj", "v_proj"]))
+    work = Path(out).parent / f".{Path(out).name}.run"
+    trained = backend.train_reward(model, tok, ds, backend.lora_config(cfg, "SEQ_CLS"), work, lr=lr, epochs=epochs,
+                                   batch_size=batch_size, seed=seed, max_length=max_length)
+    trained = trained.merge_and_unload() if hasattr(trained, "merge_and_unload") else trained
+    trained.eval()
+    acc = pair_accuracy(trained, tok, eval_pairs)
+    meta = {"dimension": dim, "base_fingerprint": fingerprint(base_dir), "tokenizer_sha256": tokenizer_sha256(tok),
+            "accuracy": round(acc, 4), "accuracy_before": round(acc_before, 4), "train_pairs": len(train_pairs),
+            "heldout_pairs": len(eval_pairs), "pairs_file": str(pairs_path)}
+    with atomic_dir(out, force=force) as tmp:
+        trained.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "reward_model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta

@@ -1,0 +1,25 @@
+"""`make demo` end to end: the default base, the shipped experts merged by 1,0,1, base vs soup answers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_runs_on_shipped_experts(tmp_path, default_base):
+    proc = subprocess.run(
+        [sys.executable, "-m", "soups.demo", "--out", str(tmp_path / "demo"), "--max-new-tokens", "24"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**__import__("os").environ, "COLUMNS": "120"},
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Why is the sky blue?" in proc.stdout and "soup (concise=0.5, friendly=0, expert=0.5)" in proc.stdout
+    rec = json.loads((tmp_path / "demo" / "soup" / "soup.json").read_text())
+    assert [e["name"] for e in rec["experts"]] == ["concise", "friendly", "expert"]
+    assert rec["base"]["name"] == "default"

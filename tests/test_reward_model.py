@@ -1,0 +1,77 @@
+"""`soups train-reward`: Bradley-Terry reward model on pairs (TRL RewardTrainer, LoRA), saved so that
+`reward: {kind: model}` reads it back; held-out accuracy; bad pairs files; tokenizer mismatch."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from soups.errors import BaseMismatchError, DataError
+
+WORDS = "river stone cloud lamp table garden window music paper forest bridge candle".split()
+
+
+def _pairs(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """Chosen answers end with dots, rejected ones with bangs: a feature the last-token score of a tiny
+    random model picks up in a short run (with seed 0 its untrained head prefers the bangs)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        body = " ".join(rng.choice(WORDS) for _ in range(6))
+        out.append({"prompt": f"Describe item {i}.", "chosen": body + " ........", "rejected": body + " !!!!!!!!"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    from soups.base import resolve_base
+    from tests.tiny import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("rm") / "base", tokenizer_from=resolve_base("default"))
+
+
+def test_load_pairs_names_file_and_line(tmp_path):
+    from soups.train.reward_model import load_pairs
+
+    f = tmp_path / "pairs.jsonl"
+    f.write_text(json.dumps(_pairs(1)[0]) + "\n" + '{"prompt": "x", "chosen": 3, "rejected": "y"}\n')
+    with pytest.raises(DataError, match=r"pairs\.jsonl:2: need string fields"):
+        load_pairs(f)
+    f.write_text("not json\n")
+    with pytest.raises(DataError, match=r"pairs\.jsonl:1: invalid JSON"):
+        load_pairs(f)
+
+
+def test_train_reward_learns_pairs_and_is_read_back(tiny_base, tmp_path):
+    from transformers import AutoTokenizer
+
+    from soups.base import fingerprint
+    from soups.rewards.model import ModelReward, check_tokenizer, tokenizer_sha256
+    from soups.rewards.spec import RewardSpec
+    from soups.train.reward_model import train_reward_model
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(p) + "\n" for p in _pairs(60)))
+    out = tmp_path / "rm"
+    meta = train_reward_model("friendly", pairs, base=tiny_base, out=out, epochs=3, lr=5e-3, batch_size=8,
+                              eval_frac=0.25, seed=0)
+    saved = json.loads((out / "reward_model.json").read_text())
+    assert saved == meta and saved["dimension"] == "friendly" and saved["heldout_pairs"] == 15
+    assert saved["base_fingerprint"] == fingerprint(tiny_base)
+    assert saved["tokenizer_sha256"] == tokenizer_sha256(AutoTokenizer.from_pretrained(tiny_base))
+    assert saved["accuracy_before"] <= 0.5 and saved["accuracy"] >= 0.9, saved
+    # read back through the reward registry's model kind: chosen scores above rejected on new pairs
+    fn = ModelReward("friendly", RewardSpec(kind="model", path=str(out)))
+    fresh = _pairs(10, seed=1)
+    chosen = fn([p["chosen"] for p in fresh], prompts=[p["prompt"] for p in fresh])
+    rejected = fn([p["rejected"] for p in fresh], prompts=[p["prompt"] for p in fresh])
+    assert sum(c > r for c, r in zip(chosen, rejected)) >= 9
+    # a policy with another tokenizer is refused
+    other = AutoTokenizer.from_pretrained(tiny_base)
+    other.add_tokens(["<extra_token_for_test>"])
+    check_tokenizer(out, AutoTokenizer.from_pretrained(tiny_base))
+    with pytest.raises(BaseMismatchError):
+        check_tokenizer(out, other)

@@ -1,0 +1,218 @@
+"""Expert training (soups/train): config validation, PPO end to end on a tiny model, --resume,
+real learning on a toy reward, RLOO/GRPO, CLI errors, and `accelerate launch`.
+
+The tiny model is a random 2-layer Llama with the default base's tokenizer and a "confident"
+output head (final norm weight 4), so that its next-token distribution is peaked enough for a
+policy gradient to move it in a few steps. The toy reward (share of letters among the
+completion's characters) is written here, independently of soups.rewards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from soups.errors import ConfigError, OutputExistsError
+from soups.train.config import TrainConfig, default_config_path, list_presets, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = [f"Tell me something about topic number {i}." for i in range(64)]
+FAST = {"max_new_tokens": 8, "batch_size": 4, "eval_prompts": 8, "ppo_epochs": 2, "save_every": 2,
+        "learning_rate": 1e-2, "kl_coef": 0.0}
+
+
+def letter_share(completions: list[str], prompts=None, **_) -> list[float]:
+    return [sum(ch.isalpha() for ch in c) / max(len(c), 1) for c in completions]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    from soups.base import resolve_base
+    from tests.tiny import make_tiny_llama
+
+    out = make_tiny_llama(tmp_path_factory.mktemp("tiny") / "base", tokenizer_from=resolve_base("default"))
+    sd = load_file(out / "model.safetensors")
+    sd["model.norm.weight"].fill_(4.0)  # confident head: logits std ~1.6 instead of ~0.02
+    save_file(sd, out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+def _train(base: Path, tmp: Path, name: str, **kw):
+    from soups.train.expert import train_expert
+
+    overrides = {**FAST, **kw.pop("overrides", {})}
+    return train_expert("toy", base=base, prompts=PROMPTS[:48], heldout=PROMPTS[48:], reward=letter_share,
+                        out=tmp / f"{name}-out", run_dir=tmp / f"{name}-run", preset="cpu", overrides=overrides,
+                        progress=False, **kw)
+
+
+# ----------------------------------------------------------------------------- config
+def test_shipped_config_and_presets_validate():
+    assert {"cpu", "paper"} <= set(list_presets())
+    for preset in [None, *list_presets()]:
+        assert isinstance(load_config(None, preset), TrainConfig)
+    paper = load_config(None, "paper")
+    assert (paper.lora.r, paper.lora.alpha, paper.lora.dropout) == (16, 32, 0.05)
+    assert (paper.learning_rate, paper.batch_size, paper.ppo_epochs, paper.kl_stop) == (1.4e-5, 16, 8, 0.1)
+    assert load_config(None, "cpu", {"algo": "grpo", "steps": 3, "seed": None}).algo == "grpo"
+    assert default_config_path().read_text().startswith("# ")  # torchtune-style header
+
+
+def test_config_errors_name_file_field_and_value(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("algo: ppo\nlora: {r: 4\nsteps: 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+: malformed YAML"):
+        load_config(bad)
+    bad.write_text("algo: sgd\nlora: {r: 0}\nstepz: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    msg = str(e.value)
+    assert "algo='sgd'" in msg and "lora.r=0" in msg and "stepz" in msg  # all problems, together
+    with pytest.raises(ConfigError, match=r"--preset gpu: not in .*known: cpu, paper"):
+        load_config(None, "gpu")
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_ppo_end_to_end_expert_loads_and_merges(tiny_base, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from soups.base import fingerprint
+
+    info = _train(tiny_base, tmp_path, "e2e", overrides={"steps": 2})
+    out = Path(info["out"])
+    assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "expert.json"]
+    meta = json.loads((out / "expert.json").read_text())
+    assert meta["dimension"] == "toy" and meta["algorithm"] == "ppo" and meta["steps_done"] == 2
+    assert meta["base"]["fingerprint"] == fingerprint(tiny_base)
+    for when in ("before", "after"):
+        r = meta["reward"][when]
+        assert r["n"] == 8 and r["ci95"][0] <= r["mean"] <= r["ci95"][1]
+    assert meta["fluency"]["base_ppl_on_expert_outputs"] > 1 and meta["wall_time_s"] > 0
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "LORA" and cfg["r"] == 8
+    rows = [json.loads(ln) for ln in (tmp_path / "e2e-run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all("reward" in r and "kl" in r for r in rows)
+    # the adapter is a real, non-zero LoRA that PEFT loads on the base
+    base = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
+    x = torch.tensor([[5, 6, 7, 8]])
+    ref = base(x).logits
+    model = PeftModel.from_pretrained(base, out)
+    assert not torch.allclose(model(x).logits, ref)
+    # and `soups merge` accepts it
+    from soups.merge.engine import merge
+
+    res = merge(experts=[out], weights=[1.0], base=str(tiny_base), format="adapter", out=tmp_path / "soup")
+    assert (Path(res.out) / "adapter_model.safetensors").is_file()
+    with pytest.raises(OutputExistsError):  # never overwrite without force
+        _train(tiny_base, tmp_path, "e2e", overrides={"steps": 2})
+
+
+class _Interrupt:
+    """A TrainerCallback that kills the run (KeyboardInterrupt) at the end of step `at`."""
+
+    def __init__(self, at: int):
+        from transformers import TrainerCallback
+
+        at_step = at
+
+        class Cb(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step >= at_step:
+                    raise KeyboardInterrupt
+
+        self.cb = Cb()
+
+
+def test_resume_continues_from_checkpoint(tiny_base, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _train(tiny_base, tmp_path, "res", overrides={"steps": 4}, callbacks=[_Interrupt(3).cb])
+    run = tmp_path / "res-run"
+    assert not (tmp_path / "res-out").exists()  # no partial expert
+    assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step-000002"]
+    with pytest.raises(ConfigError, match="--resume"):  # a run with checkpoints is not silently restarted
+        _train(tiny_base, tmp_path, "res", overrides={"steps": 4})
+    with pytest.raises(ConfigError, match="another dimension, base or config"):
+        _train(tiny_base, tmp_path, "res", overrides={"steps": 4, "learning_rate": 1e-3}, resume=True)
+    info = _train(tiny_base, tmp_path, "res", overrides={"steps": 4}, resume=True)
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # step 3 of the killed run is replaced, not duplicated
+    assert info["steps_done"] == 4
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002", "step-000004"]
+
+
+@pytest.mark.slow
+def test_ppo_learns_a_toy_reward(tiny_base, tmp_path):
+    info = _train(tiny_base, tmp_path, "learn", overrides={"steps": 8, "batch_size": 8, "ppo_epochs": 4,
+                                                           "eval_prompts": 16, "save_every": 100})
+    before, after = info["reward"]["before"], info["reward"]["after"]
+    assert after["mean"] > before["mean"] + 0.05, (before, after)
+    assert after["ci95"][0] > before["mean"]
+    rows = [json.loads(ln) for ln in (tmp_path / "learn-run" / "metrics.jsonl").read_text().splitlines()]
+    first, last = sum(r["reward"] for r in rows[:3]) / 3, sum(r["reward"] for r in rows[-3:]) / 3
+    assert last > first
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["rloo", "grpo"])
+def test_rloo_and_grpo_train_the_same_expert_format(tiny_base, tmp_path, algo):
+    info = _train(tiny_base, tmp_path, algo, overrides={"algo": algo, "steps": 2, "num_generations": 2})
+    out = Path(info["out"])
+    assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "expert.json"]
+    assert json.loads((out / "expert.json").read_text())["algorithm"] == algo
+    assert (tmp_path / f"{algo}-run" / "checkpoints" / "checkpoint-2").is_dir()
+
+
+# ----------------------------------------------------------------------------- CLI
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    from soups.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    return e.value.code, capsys.readouterr().err
+
+
+def test_cli_bad_input_is_one_line_exit_2(tiny_base, tmp_path, capsys):
+    code, err = _cli(["train-expert", "--dim", "nosuchdim", "--base", str(tiny_base), "--out", str(tmp_path / "o")],
+                     capsys)
+    assert code == 2 and "nosuchdim" in err and "concise" in err and err.count("\n") == 1
+    code, err = _cli(["train-expert", "--dim", "concise", "--algo", "sgd"], capsys)
+    assert code == 2 and "--algo sgd" in err
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("x")
+    code, err = _cli(["train-expert", "--dim", "concise", "--base", str(tiny_base), "--out", str(full)], capsys)
+    assert code == 2 and "--force" in err
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"prompt": \n')
+    code, err = _cli(["train-expert", "--dim", "concise", "--base", str(tiny_base), "--prompts", str(bad),
+                      "--out", str(tmp_path / "o2")], capsys)
+    assert code == 2 and "prompts.jsonl:2" in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists()
+
+
+@pytest.mark.slow
+def test_runs_unchanged_under_accelerate_launch(tiny_base, tmp_path):
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("".join(f"{k}: {v}\n" for k, v in {**FAST, "steps": 1, "eval_prompts": 4}.items()))
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:8]))
+    out = tmp_path / "expert"
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--cpu", "--num_processes", "1",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "soups", "train-expert",
+           "--dim", "concise", "--base", str(tiny_base), "--config", str(cfg),
+           "--prompts", str(prompts), "--out", str(out), "--run-dir", str(tmp_path / "run"), "--quiet"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    meta = json.loads((out / "expert.json").read_text())
+    assert meta["dimension"] == "concise" and meta["steps_done"] == 1
+    assert (out / "adapter_model.safetensors").is_file()

@@ -180,6 +180,16 @@ def main() -> None:
     soups = [PY, "-m", "soups"]
     base_file = base / "model.safetensors"
 
+    peft_setup = f"""
+            import torch, shutil
+            from transformers import AutoModelForCausalLM
+            from peft import PeftModel
+            m = AutoModelForCausalLM.from_pretrained({str(base)!r}, dtype=torch.bfloat16)
+            p = PeftModel.from_pretrained(m, {str(experts[0])!r}, adapter_name="e0")
+            p.load_adapter({str(experts[1])!r}, adapter_name="e1")
+            p.load_adapter({str(experts[2])!r}, adapter_name="e2")
+            p.add_weighted_adapter(["e0", "e1", "e2"], [1/3, 1/3, 1/3], "soup", combination_type="cat")
+            """
     cmds = {
         "start-up (import torch, safetensors)": script("import torch, safetensors.torch"),
         "copy base + sync": [
@@ -215,31 +225,21 @@ def main() -> None:
             str(scratch / "adapter"),
             "--force",
         ],
-        "PEFT full (load, cat, merge_and_unload, save)": script(f"""
-            import torch, shutil
-            from transformers import AutoModelForCausalLM
-            from peft import PeftModel
-            m = AutoModelForCausalLM.from_pretrained({str(base)!r}, dtype=torch.bfloat16)
-            p = PeftModel.from_pretrained(m, {str(experts[0])!r}, adapter_name="e0")
-            p.load_adapter({str(experts[1])!r}, adapter_name="e1")
-            p.load_adapter({str(experts[2])!r}, adapter_name="e2")
-            p.add_weighted_adapter(["e0", "e1", "e2"], [1/3, 1/3, 1/3], "soup", combination_type="cat")
+        "PEFT full (load, cat, merge_and_unload, save)": script(
+            peft_setup
+            + f"""
             p.set_adapter("soup")
             out = {str(scratch / "peft_full")!r}; shutil.rmtree(out, ignore_errors=True)
             p.merge_and_unload(adapter_names=["soup"]).save_pretrained(out)
-            """),
-        "PEFT adapter (load, cat, save adapter)": script(f"""
-            import torch, shutil
-            from transformers import AutoModelForCausalLM
-            from peft import PeftModel
-            m = AutoModelForCausalLM.from_pretrained({str(base)!r}, dtype=torch.bfloat16)
-            p = PeftModel.from_pretrained(m, {str(experts[0])!r}, adapter_name="e0")
-            p.load_adapter({str(experts[1])!r}, adapter_name="e1")
-            p.load_adapter({str(experts[2])!r}, adapter_name="e2")
-            p.add_weighted_adapter(["e0", "e1", "e2"], [1/3, 1/3, 1/3], "soup", combination_type="cat")
+            """
+        ),
+        "PEFT adapter (load, cat, save adapter)": script(
+            peft_setup
+            + f"""
             out = {str(scratch / "peft_adapter")!r}; shutil.rmtree(out, ignore_errors=True)
             p.save_pretrained(out, selected_adapters=["soup"])
-            """),
+            """
+        ),
     }
     # the delta matmuls alone (no I/O): the minimal compute, one (out x 3r) @ (3r x in) product per module with
     # the factors stacked and scaled beforehand; timed inside the process, start-up and loading excluded

@@ -163,7 +163,24 @@ def _factors_loader(adapters: Sequence[Adapter], weights: Sequence[float], reade
     return parts
 
 
-def prepare(spec: MergeSpec):
+@dataclass
+class Prepared:
+    """A validated merge: what the writer needs."""
+
+    method: object
+    adapters_all: list[Adapter]
+    adapters: list[Adapter]  # the kept (non-zero weight) experts
+    raw: list[float]
+    norm: list[float]
+    weights: list[float]  # applied weights of the kept experts
+    base_dir: Path
+    base_index: CheckpointIndex
+    base_fp: str
+    out_dtype: str | None
+    shard_size: int
+
+
+def prepare(spec: MergeSpec) -> Prepared:
     """Validate everything and return what the writer needs (raises SoupsError on bad input)."""
     from soups.base import fingerprint, resolve_base
     from soups.config import experts_dir
@@ -193,19 +210,8 @@ def prepare(spec: MergeSpec):
     base_fp = fingerprint(base_dir)
     _check_base(adapters, base_index, base_fp, tied)
     method.check(adapters, spec.rank)
-    return (
-        method,
-        adapters_all,
-        adapters,
-        raw,
-        norm,
-        weights,
-        base_dir,
-        base_index,
-        base_cfg,
-        base_fp,
-        out_dtype,
-        shard_size,
+    return Prepared(
+        method, adapters_all, adapters, raw, norm, weights, base_dir, base_index, base_fp, out_dtype, shard_size
     )
 
 
@@ -215,20 +221,15 @@ def merge(spec: MergeSpec | None = None, /, progress: bool = False, **kwargs) ->
     from soups.merge.provenance import soup_record, write_provenance
 
     spec = spec or MergeSpec(**kwargs)
-    (
-        method,
-        adapters_all,
-        adapters,
-        raw,
-        norm,
-        weights,
-        base_dir,
-        base_index,
-        base_cfg,
-        base_fp,
-        out_dtype,
-        shard_size,
-    ) = prepare(spec)
+    p = prepare(spec)
+    method, adapters_all, adapters, norm, weights = p.method, p.adapters_all, p.adapters, p.norm, p.weights
+    base_dir, base_index, base_fp, out_dtype, shard_size = (
+        p.base_dir,
+        p.base_index,
+        p.base_fp,
+        p.out_dtype,
+        p.shard_size,
+    )
     modules = sorted({m for a in adapters for m in a.modules})
     result = MergeResult(
         Path(spec.out), spec.format, spec.method, None, None, {a.name: w for a, w in zip(adapters_all, norm)}
@@ -254,7 +255,9 @@ def merge(spec: MergeSpec | None = None, /, progress: bool = False, **kwargs) ->
             result.energy = dict(sorted(info.pop("energy").items()))
             vals = list(result.energy.values())
             info["svd_energy"] = {"min": min(vals), "mean": sum(vals) / len(vals)}
-        record = soup_record(spec, base_dir, base_fp, adapters_all, raw, norm, result.rank, result.max_lora_rank, info)
+        record = soup_record(
+            spec, base_dir, base_fp, adapters_all, p.raw, norm, result.rank, result.max_lora_rank, info
+        )
         write_provenance(tmp, record)
     return result
 

@@ -244,6 +244,12 @@ def generate_vllm(model: Path, prompts: list[str], *, adapter: Path | None = Non
         r = int(json.loads((adapter / "adapter_config.json").read_text())["r"])
         kwargs.update(enable_lora=True, max_lora_rank=vllm_lora_rank(r), max_loras=1)
         lora = LoRARequest("soup", 1, str(adapter))
+    from soups.vllm_server import engine_kwargs
+
+    # the engine in this process: starts faster and exits cleanly with the command
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+    kwargs.update(engine_kwargs())  # on CPU: an explicit KV-cache size, not a fraction of all RAM
     llm = LLM(model=str(base_dir), dtype=dtype or "auto", seed=seed, **kwargs)
     tok = llm.get_tokenizer()
     texts = [tok.apply_chat_template(([{"role": "system", "content": system}] if system else [])

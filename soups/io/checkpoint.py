@@ -315,7 +315,8 @@ def write_shards(
     todo = iter([t for shard in ordered for t in shard if not copied(t)])
     pending: deque = deque()
     weight_map: dict[str, str] = {}
-    with ThreadPoolExecutor(1, thread_name_prefix="soups-merge") as pool:
+    flusher = ThreadPoolExecutor(1, thread_name_prefix="soups-flush")  # writeback overlaps compute
+    with flusher, ThreadPoolExecutor(1, thread_name_prefix="soups-merge") as pool:
 
         def fill() -> None:
             while len(pending) < lookahead and (t := next(todo, None)) is not None:
@@ -326,6 +327,7 @@ def write_shards(
             for fname, shard in zip(names, ordered):
                 with open(out_dir / fname, "wb", buffering=0) as f:  # raw writes and kernel copies interleave
                     _write_all(f, _header_bytes(shard, metadata))
+                    unflushed = 0
                     for t in shard:
                         if copied(t):
                             _copy_range(t.copy_from, f.fileno())
@@ -335,6 +337,10 @@ def write_shards(
                             _write_tensor(f, t, data)
                             del data
                         weight_map[t.name] = fname
+                        unflushed += t.nbytes
+                        if unflushed >= FLUSH_BYTES:  # start writing back what is done, off the main thread
+                            flusher.submit(_sync_and_close, os.dup(f.fileno()))
+                            unflushed = 0
                         if on_tensor:
                             on_tensor(t)
         finally:
@@ -345,6 +351,17 @@ def write_shards(
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (out_dir / f"{prefix}.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     return names
+
+
+FLUSH_BYTES = 256 << 20
+
+
+def _sync_and_close(fd: int) -> None:
+    """fdatasync a duplicated descriptor (so the writer may close its own), then close it."""
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_tensor(f, t: OutTensor, data) -> None:

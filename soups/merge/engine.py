@@ -34,6 +34,7 @@ from soups.weights import normalize_weights, parse_weights, weights_from_mapping
 
 log = logging.getLogger(__name__)
 
+LOOKAHEAD = 2  # merged tensors computed ahead of the writer
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 BASE_FILES = (
     "config.json",
@@ -262,20 +263,65 @@ def merge(spec: MergeSpec | None = None, /, progress: bool = False, **kwargs) ->
     return result
 
 
+_TORCH_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+_BITS = {"BF16": "uint16"}  # stored as uint16 in numpy
+
+
+class _Buffers:
+    """Reused float32 work buffers and output rings per shape: no fresh (page-faulting) allocation per tensor.
+
+    The ring is deeper than the writer's look-ahead, so an output is never reused before it is written.
+    """
+
+    def __init__(self, ring: int = 4) -> None:
+        self.ring = ring
+        self.work: dict = {}
+        self.outs: dict = {}
+        self.turn: dict = {}
+
+    def get(self, shape: tuple, out_dtype):
+        import torch
+
+        if shape not in self.work:
+            self.work[shape] = torch.empty(shape, dtype=torch.float32)
+        key = (shape, out_dtype)
+        if key not in self.outs:
+            self.outs[key] = [torch.empty(shape, dtype=out_dtype) for _ in range(self.ring)]
+            self.turn[key] = -1
+        self.turn[key] = (self.turn[key] + 1) % self.ring
+        return self.work[shape], self.outs[key][self.turn[key]]
+
+
+def _add_delta(raw, code: str, A, B, scale: float, out_code: str, buffers: _Buffers):
+    """W' = to_dtype(float32(W) + scale * B @ A), rounded once (DESIGN.md).
+
+    torch does it in three passes over the weight (cast in, one fused addmm, cast out), into reused
+    buffers; only full merges import torch (the adapter path stays on numpy).
+    """
+    import torch
+
+    w = torch.from_numpy(raw)
+    if code in _BITS:
+        w = w.view(getattr(torch, _TORCH_DTYPES[code]))
+    W, out = buffers.get(tuple(w.shape), getattr(torch, _TORCH_DTYPES[out_code]))
+    W.copy_(w)
+    W.addmm_(torch.from_numpy(B), torch.from_numpy(A), alpha=scale)
+    out.copy_(W)
+    if out_code in _BITS:
+        out = out.view(getattr(torch, _BITS[out_code]))
+    return out.numpy()
+
+
 def _plan_full(base_index, targeted, parts, method, rank, dtype, reader, info) -> list[OutTensor]:
     info["energy"] = {}
+    buffers = _Buffers(ring=LOOKAHEAD + 2)
 
     def merged(t, module):
         def produce():
             f = method.factors(parts(module), rank)
             if "energy" in f.info:
                 info["energy"][module] = f.info["energy"]
-            W = reader.f32(t)  # W' = to_dtype(float32(W) + dW), rounded once
-            delta = f.B @ f.A
-            if f.scale != 1.0:
-                delta *= f.scale
-            W += delta
-            return from_f32(W, dtype)
+            return _add_delta(reader.raw(t), t.dtype, f.A, f.B, f.scale, dtype, buffers)
 
         return produce
 
@@ -324,13 +370,18 @@ def _plan_adapter(base_index, modules, adapters, parts, method, rank, dtype, inf
 def _write(tmp: Path, plan: list[OutTensor], shard_size: int, prefix: str, progress: bool) -> list[str]:
     total = sum(t.nbytes for t in plan)
     if not progress:
-        return write_shards(tmp, plan, shard_size=shard_size, prefix=prefix)
+        return write_shards(tmp, plan, shard_size=shard_size, prefix=prefix, lookahead=LOOKAHEAD)
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("merging"), BarColumn(), DownloadColumn(), TimeRemainingColumn(), transient=True) as bar:
         task = bar.add_task("merge", total=total)
         return write_shards(
-            tmp, plan, shard_size=shard_size, prefix=prefix, on_tensor=lambda t: bar.advance(task, t.nbytes)
+            tmp,
+            plan,
+            shard_size=shard_size,
+            prefix=prefix,
+            lookahead=LOOKAHEAD,
+            on_tensor=lambda t: bar.advance(task, t.nbytes),
         )
 
 

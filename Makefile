@@ -47,7 +47,7 @@ experts: install
 
 # the README's results: the paper's 8 combinations and one sweep, on the shipped experts
 eval: install
-	$(BIN)/python -m soups.eval.paper --out docs/eval --limit 32 --max-new-tokens 64
+	$(BIN)/python -m soups.eval.paper --out docs/eval --limit 32 --max-new-tokens 48 --grid 3
 
 bench-prefs: install
 	$(BIN)/python bench/fit_weights.py

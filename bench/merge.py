@@ -160,6 +160,25 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     return wall, peak
 
 
+OUTPUTS = {
+    "copy base + sync": "copy.safetensors",
+    "soups merge (full)": "full",
+    "soups merge --format adapter": "adapter",
+    "PEFT full (load, cat, merge_and_unload, save)": "peft_full",
+    "PEFT adapter (load, cat, save adapter)": "peft_adapter",
+}
+
+
+def clean(scratch: Path, name: str) -> None:
+    """Remove this command's previous output and flush all dirty pages, so every run starts alike (not timed)."""
+    out = scratch / OUTPUTS.get(name, "-")
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+    os.sync()
+
+
 def script(body: str) -> list[str]:
     return [PY, "-c", textwrap.dedent(body)]
 
@@ -259,6 +278,7 @@ def main() -> None:
     mm: list[float] = []
     for rep in range(args.repeats + 1):  # the first round warms the page cache and is not counted
         for name, cmd in cmds.items():
+            clean(scratch, name)
             r = timed(cmd)
             if rep:
                 results[name].append(r)

@@ -84,3 +84,21 @@ def atomic_dir(out: Path, force: bool = False, flag: str = "--out", sync: bool =
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str, force: bool = False, flag: str = "--out") -> Path:
+    """Write one file through a temp file + fsync + rename; refuse an existing file without `force`."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"{flag} {path}: file exists; pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

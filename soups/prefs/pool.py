@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from soups.errors import DataError, OutputExistsError
+from soups.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +106,7 @@ def build_pool(
 
 def write_jsonl(path: Path, records: Sequence[Mapping], force: bool = False, flag: str = "--out") -> None:
     """Write records as JSONL through a temp file + rename; refuse an existing file without force."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise OutputExistsError(f"{flag} {path}: file exists; pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from soups.io.atomic import atomic_write_text
+
+    text = "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
+    atomic_write_text(path, text, force=force, flag=flag)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from soups.errors import DataError, OutputExistsError
+from soups.errors import DataError
 from soups.prefs.fit import Posterior, fit_bt, merge_weights
 from soups.prefs.population import load_prior
 
@@ -82,17 +82,9 @@ def fit_profile(
 
 def write_user_json(path: str | Path, profile: Mapping, force: bool = False, flag: str = "--out") -> Path:
     """Write user.json via temp file + rename; refuse to replace an existing file without force."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise OutputExistsError(f"{flag} {path}: file exists; pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(profile, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    from soups.io.atomic import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(profile, indent=2) + "\n", force=force, flag=flag)
 
 
 def format_profile(profile: Mapping) -> str:

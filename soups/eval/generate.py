@@ -20,9 +20,6 @@ from soups.errors import CheckpointError, ConfigError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-
-
 def resolve_model(path: str | Path) -> tuple[Path, Path | None]:
     """(base model directory, adapter directory or None) for a model, expert or soup directory."""
     path = Path(path).expanduser()
@@ -220,11 +217,13 @@ def generate_chat(model: Path, prompts: list[str], *, adapter: Path | None = Non
 
 def vllm_lora_rank(r: int) -> int:
     """The smallest `--max-lora-rank` vLLM accepts that holds rank `r`."""
-    for ok in VLLM_LORA_RANKS:
-        if ok >= r:
-            return ok
-    raise ConfigError(f"adapter rank {r} exceeds vLLM's largest --max-lora-rank {VLLM_LORA_RANKS[-1]}; "
-                      "use --format full")
+    from soups.merge.engine import VLLM_LORA_RANKS, max_lora_rank_for
+
+    rank = max_lora_rank_for(r)
+    if rank is None:
+        raise ConfigError(f"adapter rank {r} exceeds vLLM's largest --max-lora-rank {VLLM_LORA_RANKS[-1]}; "
+                          "use --format full")
+    return rank
 
 
 def generate_vllm(model: Path, prompts: list[str], *, adapter: Path | None = None, system: str | None = None,
@@ -271,15 +270,8 @@ def check_file_output(path: Path, force: bool, flag: str = "--out") -> None:
 
 def write_jsonl(path: Path, rows: Sequence[dict], *, force: bool = False, flag: str = "--out") -> Path:
     """Write rows as JSON lines atomically (temp file + rename); refuse to overwrite without `force`."""
-    path = Path(path)
+    from soups.io.atomic import atomic_write_text
+
     check_file_output(path, force, flag)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return atomic_write_text(Path(path), text, force=force, flag=flag)

@@ -263,7 +263,6 @@ def merge(spec: MergeSpec | None = None, /, progress: bool = False, **kwargs) ->
     return result
 
 
-_TORCH_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 _BITS = {"BF16": "uint16"}  # stored as uint16 in numpy
 
 
@@ -302,8 +301,8 @@ def _add_delta(raw, code: str, A, B, scale: float, out_code: str, buffers: _Buff
 
     w = torch.from_numpy(raw)
     if code in _BITS:
-        w = w.view(getattr(torch, _TORCH_DTYPES[code]))
-    W, out = buffers.get(tuple(w.shape), getattr(torch, _TORCH_DTYPES[out_code]))
+        w = w.view(getattr(torch, ST_DTYPES[code][0]))
+    W, out = buffers.get(tuple(w.shape), getattr(torch, ST_DTYPES[out_code][0]))
     W.copy_(w)
     W.addmm_(torch.from_numpy(B), torch.from_numpy(A), alpha=scale)
     out.copy_(W)

@@ -77,3 +77,10 @@ def load_prompts(source: str | Path = "train") -> list[str]:
         raise DataError(f"{path}: no prompts; add lines like {{\"prompt\": \"Explain tides.\"}}")
     log.debug("loaded %d prompts from %s", len(prompts), path)
     return prompts
+
+
+def with_statements(prompt: str, statements: list[str] | tuple[str, ...]) -> str:
+    """The user message with preference statements appended, as the paper's eval.py does
+    (`"{instruction} {statement 1} {statement 2}"`); the prompt itself when there are none."""
+    extra = " ".join(s.strip() for s in statements if s and s.strip())
+    return f"{prompt.rstrip()} {extra}" if extra else prompt

@@ -45,7 +45,7 @@ def prepare(work: Path, n_max: int) -> dict:
     """Base, 3 experts, and for every user a soup adapter and a merged checkpoint."""
     from soups.base import resolve_base
     from soups.merge.engine import merge
-    from tests.tiny import make_lora_expert, make_tiny_llama
+    from tests.helpers import make_lora_expert, make_tiny_llama
 
     base = work / "base"
     if not (base / "config.json").is_file():

@@ -21,6 +21,6 @@ def default_base():
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory, default_base):
     """A random Llama (hidden 64, 2 layers, tied embeddings, float32) with SmolLM2's tokenizer."""
-    from tests.tiny import make_tiny_llama
+    from tests.helpers import make_tiny_llama
 
     return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "base", tokenizer_from=default_base)

@@ -18,7 +18,7 @@ import torch
 from soups import base_default as bd
 from soups.base import base_record, check_same_base, fingerprint, recorded_base, resolve_base, tensor_shapes
 from soups.errors import BaseMismatchError, CheckpointError
-from tests.tiny import make_lora_expert, make_tiny_llama
+from tests.helpers import make_lora_expert, make_tiny_llama
 
 ROOT = Path(__file__).resolve().parents[1]
 SOUPS = [sys.executable, "-m", "soups"]

@@ -8,6 +8,7 @@ import pytest
 
 from soups.dimensions import Dimension, dimension_files, list_dimensions, load_dimension
 from soups.errors import ConfigError, SoupsError
+from tests.helpers import assert_one_line_error, run_cli
 
 # the paper's preference statements (RLPHF, P1A..P3B), typed here independently of experts/*.yaml
 G = "Generate a response "
@@ -140,39 +141,30 @@ def test_name_must_match_file_and_opposite_must_exist(experts):
         load_dimension(experts / "missing.yaml")
 
 
-def cli(args: list[str]) -> int:
-    from soups.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    return e.value.code
-
-
-def test_cli_dims_lists_and_scores(experts, capsys):
+def test_cli_dims_lists_and_scores(experts):
     write(experts, "rhyme", GOOD.format(name="rhyme"))
-    assert cli(["dims"]) == 0
-    out = capsys.readouterr().out
+    res = run_cli("dims")
+    assert res.code == 0
+    out = res.out
     assert "rhyme" in out and "Generate a response that rhymes." in out and "rule" in out
-    assert cli(["dims", "--json", "--score", "Paris is the capital of France.", "--prompt", "Capital of France?"]) == 0
+    res = run_cli("dims", "--json", "--score", "Paris is the capital of France.", "--prompt", "Capital of France?")
+    assert res.code == 0
     import json
 
-    scores = json.loads(capsys.readouterr().out)
+    scores = json.loads(res.out)
     assert set(scores) == {"rhyme"} and 0.5 < scores["rhyme"] <= 1.0
 
 
-def test_cli_dims_scores_stdin_on_the_shipped_six(capsys, monkeypatch):
-    import io
-
-    monkeypatch.setattr("sys.stdin", io.StringIO("Obviously it's Rayleigh scattering. Look it up. Not rocket science"))
-    assert cli(["dims", "--score", "-", "--prompt", "Why is the sky blue?"]) == 0
-    rows = dict(line.split()[::2] for line in capsys.readouterr().out.strip().splitlines())
+def test_cli_dims_scores_stdin_on_the_shipped_six():
+    res = run_cli("dims", "--score", "-", "--prompt", "Why is the sky blue?",
+                  input="Obviously it's Rayleigh scattering. Look it up. Not rocket science")
+    assert res.code == 0
+    rows = dict(line.split()[::2] for line in res.out.strip().splitlines())
     assert list(rows) == list(PAPER)
     assert float(rows["unfriendly"]) > 0.6
     assert float(rows["friendly"]) < 0.2
 
 
-def test_cli_dims_bad_file_is_one_line_exit_2(experts, capsys):
+def test_cli_dims_bad_file_is_one_line_exit_2(experts):
     write(experts, "bad", "name: bad\ndescription: [x\n")
-    assert cli(["dims"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "bad.yaml:" in err and "\n" not in err
+    assert_one_line_error(run_cli("dims"), "bad.yaml:")

@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from soups.errors import CheckpointError, ConfigError, OutputExistsError
 from soups.eval.generate import ChatGenerator, generate_chat, resolve_model, vllm_lora_rank, write_jsonl
+from tests.helpers import assert_one_line_error, make_lora_expert, run_cli, sharpen
 
 PROMPTS = ["Hello", "What is rain? Explain it in detail, please.", "Tell me a joke", "Why?", "Name three colors."]
-
-
-def sharpen(src: Path, out: Path, factor: float = 6.0) -> Path:
-    """A copy of a tiny random model with larger weights, so its greedy output depends on the prompt."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from tests.tiny import copy_tokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.mul_(factor)
-    model.save_pretrained(out)
-    model.generation_config.save_pretrained(out)
-    copy_tokenizer(src, out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +47,6 @@ def test_batched_left_padding_matches_reference(sharp_base):
 
 
 def test_adapter_directories(sharp_base, tmp_path):
-    from tests.tiny import make_lora_expert
-
     expert = make_lora_expert(sharp_base, tmp_path / "expert", alpha=64)
     assert resolve_model(expert) == (sharp_base, expert)  # base from adapter_config's base_model_name_or_path
     assert resolve_model(sharp_base) == (sharp_base, None)
@@ -82,8 +62,6 @@ def test_adapter_directories(sharp_base, tmp_path):
 
 def test_soup_directory_resolves_base_from_soup_json(sharp_base, tmp_path):
     from soups.merge.engine import merge
-    from tests.tiny import make_lora_expert
-
     expert = make_lora_expert(sharp_base, tmp_path / "e", alpha=64)
     cfg = json.loads((expert / "adapter_config.json").read_text())
     cfg["base_model_name_or_path"] = "some/hub-name"  # only soup.json can find the base now
@@ -107,9 +85,6 @@ def test_write_jsonl_and_ranks(tmp_path):
 
 
 def test_cli_generate(sharp_base, tmp_path):
-    from soups.cli import main
-    from tests.tiny import make_lora_expert
-
     e1 = make_lora_expert(sharp_base, tmp_path / "e1", alpha=64, seed=1)
     e2 = make_lora_expert(sharp_base, tmp_path / "e2", alpha=64, seed=2)
     prompts = tmp_path / "p.jsonl"
@@ -117,21 +92,16 @@ def test_cli_generate(sharp_base, tmp_path):
     out = tmp_path / "r.jsonl"
     args = ["generate", "--experts", f"{e1},{e2}", "--weights", "1,0", "--base", str(sharp_base),
             "--prompts", str(prompts), "--out", str(out), "--max-new-tokens", "5"]
-    with pytest.raises(SystemExit) as ok:
-        main(args)
-    assert ok.value.code in (0, None)
+    res = run_cli(*args)
+    assert res.code == 0, res.err
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == PROMPTS[:3] and rows[0]["weights"] == "1,0"
     assert [r["response"] for r in rows] == generate_chat(sharp_base, PROMPTS[:3], adapter=e1, max_new_tokens=5,
                                                           progress=False)
-    with pytest.raises(SystemExit) as refused:
-        main(args)
-    assert refused.value.code == 2
+    assert_one_line_error(run_cli(*args), "--out", "--force")
 
 
 def test_set_adapter_swaps_without_reload(sharp_base, tmp_path):
-    from tests.tiny import make_lora_expert
-
     e1 = make_lora_expert(sharp_base, tmp_path / "e1", alpha=64, seed=1)
     e2 = make_lora_expert(sharp_base, tmp_path / "e2", r=8, alpha=64, seed=2)
     gen = ChatGenerator(sharp_base)

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-import soups.cli.prefs_cmds  # noqa: F401  (registers the commands on `app`)
-from soups.cli import app
-from soups.errors import DataError, OutputExistsError
+from soups.errors import AdapterError, DataError, OutputExistsError
 from soups.prefs.answers import read_answers
 from soups.prefs.ask import AskConfig, run_ask
 from soups.prefs.pool import DEFAULT_POOL, build_pool, candidate_pairs, load_pool
+from tests.helpers import assert_one_line_error, make_lora_expert, run_cli
 
 DIMS = ["elementary", "expert", "concise", "informative", "friendly", "unfriendly"]
 
@@ -59,12 +57,11 @@ def test_ask_scripted_stdin_writes_expected_answer_file(tmp_path, pool_phi):
     pool, phi = pool_phi
     answers, out = tmp_path / "answers.jsonl", tmp_path / "user.json"
     script = "a\nb\nnope\nt\ns\nb\n"  # 'nope' is re-asked; the skip does not count as a round
-    res = CliRunner().invoke(app, ["ask", "--rounds", "4", "--answers", str(answers), "--out", str(out),
-                                   "--dims", ",".join(DIMS)], input=script)
-    assert res.exit_code == 0, res.output
+    res = run_cli("ask", "--rounds", "4", "--answers", answers, "--out", out, "--dims", ",".join(DIMS), input=script)
+    assert res.code == 0, res.err
     recs = _lines(answers)
     assert [r["choice"] for r in recs] == ["a", "b", "tie", "skip", "b"]
-    assert "'nope' is not an answer" in res.output
+    assert "'nope' is not an answer" in res.out
     # every question on a different prompt, texts and phi match the pool
     assert len({r["prompt"] for r in recs}) == 5
     index = {r["response"]: i for i, r in enumerate(pool)}
@@ -82,10 +79,10 @@ def test_ask_scripted_stdin_writes_expected_answer_file(tmp_path, pool_phi):
     mw = profile["merge_weights"]
     assert set(mw) == set(DIMS) and min(mw.values()) >= 0 and sum(mw.values()) == pytest.approx(1, abs=1e-5)
     assert profile["merge_command"].startswith("soups merge --experts ")
-    assert "soups merge" in res.output and "95%" in res.output
+    assert "soups merge" in res.out and "95%" in res.out
     # fit-weights on the same file reproduces the profile (features taken from the records)
-    res2 = CliRunner().invoke(app, ["fit-weights", str(answers), "--out", str(tmp_path / "again.json")])
-    assert res2.exit_code == 0, res2.output
+    res2 = run_cli("fit-weights", str(answers), "--out", str(tmp_path / "again.json"))
+    assert res2.code == 0, res2.err
     assert json.loads((tmp_path / "again.json").read_text())["w"] == profile["w"]
 
 
@@ -110,20 +107,20 @@ def test_a_user_who_likes_short_answers_gets_concise(tmp_path):
 def test_resume_continues_and_refuses_to_clobber(tmp_path):
     answers, out = tmp_path / "ans.jsonl", tmp_path / "user.json"
     base = ["ask", "--rounds", "3", "--answers", str(answers), "--out", str(out), "--dims", "concise,informative"]
-    res = CliRunner().invoke(app, base, input="a\nq\n")
-    assert res.exit_code == 0 and len(_lines(answers)) == 1 and out.is_file()
+    res = run_cli(*base, input="a\nq\n")
+    assert res.code == 0 and len(_lines(answers)) == 1 and out.is_file()
     with pytest.raises(OutputExistsError, match="--answers .*--resume"):
         run_ask(AskConfig(rounds=3, answers=answers, out=out, dims=["concise", "informative"]), read=input)
     with open(answers, "a") as fh:  # a write cut short by a kill: no newline, not JSON
         fh.write('{"prompt": "Why is')
-    res = CliRunner().invoke(app, [*base, "--resume"], input="b\nb\n")
-    assert res.exit_code == 0, res.output
+    res = run_cli(*base, "--resume", input="b\nb\n")
+    assert res.code == 0, res.err
     recs = _lines(answers)
     assert [r["choice"] for r in recs] == ["a", "b", "b"]
     assert len({tuple(sorted(r["pair"])) for r in recs}) == 3  # no question asked twice
     assert json.loads(out.read_text())["n_answers"] == 3
-    res = CliRunner().invoke(app, [*base, "--force"], input="a\na\na\n")  # start over
-    assert res.exit_code == 0 and len(_lines(answers)) == 3
+    res = run_cli(*base, "--force", input="a\na\na\n")  # start over
+    assert res.code == 0 and len(_lines(answers)) == 3
 
 
 def test_ask_subprocess_piped_stdin_and_ctrl_d(tmp_path):
@@ -176,12 +173,11 @@ def test_fit_weights_cli_errors_and_scoring(tmp_path):
             long, short = max(rs, key=len), min(rs, key=len)
             fh.write(json.dumps({"prompt": p, "a": long, "b": short, "choice": "b"}) + "\n")
     out = tmp_path / "u.json"
-    res = CliRunner().invoke(app, ["fit-weights", str(plain), "--out", str(out), "--dims", "concise,informative"])
-    assert res.exit_code == 0, res.output
+    res = run_cli("fit-weights", str(plain), "--out", str(out), "--dims", "concise,informative")
+    assert res.code == 0, res.err
     prof = json.loads(out.read_text())
     assert prof["merge_weights"] == {"concise": 1.0, "informative": 0.0} and prof["n_answers"] == 12
-    res = CliRunner().invoke(app, ["fit-weights", str(plain), "--out", str(out)])
-    assert isinstance(res.exception, OutputExistsError)
+    assert_one_line_error(run_cli("fit-weights", plain, "--out", out), "--force")
 
 
 def test_fit_population_cli(tmp_path):
@@ -193,8 +189,8 @@ def test_fit_population_cli(tmp_path):
                 for k in range(6)]
         f.write_text("".join(json.dumps(r) + "\n" for r in recs))
         files.append(str(f))
-    res = CliRunner().invoke(app, ["fit-population", *files, "--out", str(tmp_path / "pop.json")])
-    assert res.exit_code == 0, res.output
+    res = run_cli("fit-population", *files, "--out", str(tmp_path / "pop.json"))
+    assert res.code == 0, res.err
     pop = json.loads((tmp_path / "pop.json").read_text())
     assert pop["dimensions"] == ["concise", "friendly"] and pop["n_users"] == 3
     assert pop["mean"][0] > 0  # two of three users prefer the high-concise response
@@ -228,14 +224,13 @@ def test_build_pool_from_a_generate_callable(tmp_path):
 def test_pool_from_real_soups_of_tiny_experts(tmp_path, tiny_base):
     """soup_generator: merge tiny LoRA experts into adapter soups, generate with transformers, build a pool."""
     from soups.prefs.poolgen import default_soups, find_experts, soup_generator
-    from tests.tiny import make_lora_expert
 
     for k, name in enumerate(["concise", "friendly"]):
         make_lora_expert(tiny_base, tmp_path / "experts" / name, seed=k + 1, alpha=4000,  # strong: outputs differ
                          targets=("q_proj", "v_proj", "o_proj", "up_proj", "down_proj"))
     experts = find_experts(tmp_path / "experts")
     assert list(experts) == ["concise", "friendly"]
-    with pytest.raises(Exception, match="no trained expert for expert"):
+    with pytest.raises(AdapterError, match="no trained expert for expert"):
         find_experts(tmp_path / "experts", ["concise", "expert"])
     gen = soup_generator(experts, tmp_path / "work", base=tiny_base, max_new_tokens=6, progress=False)
     soups = default_soups(experts)

@@ -19,8 +19,9 @@ import pytest
 
 from soups.errors import ConfigError, OutputExistsError
 from soups.train.config import TrainConfig, default_config_path, list_presets, load_config
+from tests.helpers import assert_one_line_error, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = [f"Tell me something about topic number {i}." for i in range(64)]
 FAST = {"max_new_tokens": 8, "batch_size": 4, "eval_prompts": 8, "ppo_epochs": 2, "save_every": 2,
         "learning_rate": 1e-2, "kl_coef": 0.0}
@@ -31,11 +32,12 @@ def letter_share(completions: list[str], prompts=None, **_) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
+def confident_base(tmp_path_factory) -> Path:
+    """The tiny random Llama with a confident output head (see the module docstring)."""
     from safetensors.torch import load_file, save_file
 
     from soups.base import resolve_base
-    from tests.tiny import make_tiny_llama
+    from tests.helpers import make_tiny_llama
 
     out = make_tiny_llama(tmp_path_factory.mktemp("tiny") / "base", tokenizer_from=resolve_base("default"))
     sd = load_file(out / "model.safetensors")
@@ -80,19 +82,19 @@ def test_config_errors_name_file_field_and_value(tmp_path):
 
 
 # ----------------------------------------------------------------------------- end to end
-def test_ppo_end_to_end_expert_loads_and_merges(tiny_base, tmp_path):
+def test_ppo_end_to_end_expert_loads_and_merges(confident_base, tmp_path):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from soups.base import fingerprint
 
-    info = _train(tiny_base, tmp_path, "e2e", overrides={"steps": 2})
+    info = _train(confident_base, tmp_path, "e2e", overrides={"steps": 2})
     out = Path(info["out"])
     assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "expert.json"]
     meta = json.loads((out / "expert.json").read_text())
     assert meta["dimension"] == "toy" and meta["algorithm"] == "ppo" and meta["steps_done"] == 2
-    assert meta["base"]["fingerprint"] == fingerprint(tiny_base)
+    assert meta["base"]["fingerprint"] == fingerprint(confident_base)
     for when in ("before", "after"):
         r = meta["reward"][when]
         assert r["n"] == 8 and r["ci95"][0] <= r["mean"] <= r["ci95"][1]
@@ -102,7 +104,7 @@ def test_ppo_end_to_end_expert_loads_and_merges(tiny_base, tmp_path):
     rows = [json.loads(ln) for ln in (tmp_path / "e2e-run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all("reward" in r and "kl" in r for r in rows)
     # the adapter is a real, non-zero LoRA that PEFT loads on the base
-    base = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(confident_base, dtype=torch.float32)
     x = torch.tensor([[5, 6, 7, 8]])
     ref = base(x).logits
     model = PeftModel.from_pretrained(base, out)
@@ -110,10 +112,10 @@ def test_ppo_end_to_end_expert_loads_and_merges(tiny_base, tmp_path):
     # and `soups merge` accepts it
     from soups.merge.engine import merge
 
-    res = merge(experts=[out], weights=[1.0], base=str(tiny_base), format="adapter", out=tmp_path / "soup")
+    res = merge(experts=[out], weights=[1.0], base=str(confident_base), format="adapter", out=tmp_path / "soup")
     assert (Path(res.out) / "adapter_model.safetensors").is_file()
     with pytest.raises(OutputExistsError):  # never overwrite without force
-        _train(tiny_base, tmp_path, "e2e", overrides={"steps": 2})
+        _train(confident_base, tmp_path, "e2e", overrides={"steps": 2})
 
 
 class _Interrupt:
@@ -132,17 +134,17 @@ class _Interrupt:
         self.cb = Cb()
 
 
-def test_resume_continues_from_checkpoint(tiny_base, tmp_path):
+def test_resume_continues_from_checkpoint(confident_base, tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        _train(tiny_base, tmp_path, "res", overrides={"steps": 4}, callbacks=[_Interrupt(3).cb])
+        _train(confident_base, tmp_path, "res", overrides={"steps": 4}, callbacks=[_Interrupt(3).cb])
     run = tmp_path / "res-run"
     assert not (tmp_path / "res-out").exists()  # no partial expert
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step-000002"]
     with pytest.raises(ConfigError, match="--resume"):  # a run with checkpoints is not silently restarted
-        _train(tiny_base, tmp_path, "res", overrides={"steps": 4})
+        _train(confident_base, tmp_path, "res", overrides={"steps": 4})
     with pytest.raises(ConfigError, match="another dimension, base or config"):
-        _train(tiny_base, tmp_path, "res", overrides={"steps": 4, "learning_rate": 1e-3}, resume=True)
-    info = _train(tiny_base, tmp_path, "res", overrides={"steps": 4}, resume=True)
+        _train(confident_base, tmp_path, "res", overrides={"steps": 4, "learning_rate": 1e-3}, resume=True)
+    info = _train(confident_base, tmp_path, "res", overrides={"steps": 4}, resume=True)
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]  # step 3 of the killed run is replaced, not duplicated
     assert info["steps_done"] == 4
@@ -150,8 +152,8 @@ def test_resume_continues_from_checkpoint(tiny_base, tmp_path):
 
 
 @pytest.mark.slow
-def test_ppo_learns_a_toy_reward(tiny_base, tmp_path):
-    info = _train(tiny_base, tmp_path, "learn", overrides={"steps": 8, "batch_size": 8, "ppo_epochs": 4,
+def test_ppo_learns_a_toy_reward(confident_base, tmp_path):
+    info = _train(confident_base, tmp_path, "learn", overrides={"steps": 8, "batch_size": 8, "ppo_epochs": 4,
                                                            "eval_prompts": 16, "save_every": 100})
     before, after = info["reward"]["before"], info["reward"]["after"]
     assert after["mean"] > before["mean"] + 0.05, (before, after)
@@ -163,8 +165,8 @@ def test_ppo_learns_a_toy_reward(tiny_base, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["rloo", "grpo"])
-def test_rloo_and_grpo_train_the_same_expert_format(tiny_base, tmp_path, algo):
-    info = _train(tiny_base, tmp_path, algo, overrides={"algo": algo, "steps": 2, "num_generations": 2})
+def test_rloo_and_grpo_train_the_same_expert_format(confident_base, tmp_path, algo):
+    info = _train(confident_base, tmp_path, algo, overrides={"algo": algo, "steps": 2, "num_generations": 2})
     out = Path(info["out"])
     assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "expert.json"]
     assert json.loads((out / "expert.json").read_text())["algorithm"] == algo
@@ -172,35 +174,24 @@ def test_rloo_and_grpo_train_the_same_expert_format(tiny_base, tmp_path, algo):
 
 
 # ----------------------------------------------------------------------------- CLI
-def _cli(argv: list[str], capsys) -> tuple[int, str]:
-    from soups.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    return e.value.code, capsys.readouterr().err
-
-
-def test_cli_bad_input_is_one_line_exit_2(tiny_base, tmp_path, capsys):
-    code, err = _cli(["train-expert", "--dim", "nosuchdim", "--base", str(tiny_base), "--out", str(tmp_path / "o")],
-                     capsys)
-    assert code == 2 and "nosuchdim" in err and "concise" in err and err.count("\n") == 1
-    code, err = _cli(["train-expert", "--dim", "concise", "--algo", "sgd"], capsys)
-    assert code == 2 and "--algo sgd" in err
+def test_cli_bad_input_is_one_line_exit_2(confident_base, tmp_path):
+    assert_one_line_error(run_cli("train-expert", "--dim", "nosuchdim", "--base", confident_base,
+                                  "--out", tmp_path / "o"), "nosuchdim", "concise")
+    assert_one_line_error(run_cli("train-expert", "--dim", "concise", "--algo", "sgd"), "--algo sgd")
     full = tmp_path / "full"
     full.mkdir()
     (full / "x").write_text("x")
-    code, err = _cli(["train-expert", "--dim", "concise", "--base", str(tiny_base), "--out", str(full)], capsys)
-    assert code == 2 and "--force" in err
+    assert_one_line_error(run_cli("train-expert", "--dim", "concise", "--base", confident_base, "--out", full),
+                          "--force")
     bad = tmp_path / "prompts.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"prompt": \n')
-    code, err = _cli(["train-expert", "--dim", "concise", "--base", str(tiny_base), "--prompts", str(bad),
-                      "--out", str(tmp_path / "o2")], capsys)
-    assert code == 2 and "prompts.jsonl:2" in err
+    assert_one_line_error(run_cli("train-expert", "--dim", "concise", "--base", confident_base, "--prompts", bad,
+                                  "--out", tmp_path / "o2"), "prompts.jsonl:2")
     assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists()
 
 
 @pytest.mark.slow
-def test_runs_unchanged_under_accelerate_launch(tiny_base, tmp_path):
+def test_runs_unchanged_under_accelerate_launch(confident_base, tmp_path):
     cfg = tmp_path / "small.yaml"
     cfg.write_text("".join(f"{k}: {v}\n" for k, v in {**FAST, "steps": 1, "eval_prompts": 4}.items()))
     prompts = tmp_path / "p.jsonl"
@@ -208,7 +199,7 @@ def test_runs_unchanged_under_accelerate_launch(tiny_base, tmp_path):
     out = tmp_path / "expert"
     cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--cpu", "--num_processes", "1",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "soups", "train-expert",
-           "--dim", "concise", "--base", str(tiny_base), "--config", str(cfg),
+           "--dim", "concise", "--base", str(confident_base), "--config", str(cfg),
            "--prompts", str(prompts), "--out", str(out), "--run-dir", str(tmp_path / "run"), "--quiet"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from soups.cli import main
-from tests.tiny import make_lora_expert, make_tiny_llama
+from tests.helpers import assert_one_line_error, make_lora_expert, make_tiny_llama, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -28,44 +27,30 @@ def setup(tmp_path_factory, default_base):
     return root, base, other, e1, e2
 
 
-def run(args, capsys) -> tuple[int, str]:
-    capsys.readouterr()  # drop what fixtures printed
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    err = capsys.readouterr().err.strip()
-    return exc.value.code, err
-
-
-def check_bad(args, out: Path, capsys, *words) -> str:
-    code, err = run([*args, "--out", out], capsys)
-    assert code == 2, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for w in words:
-        assert w.lower() in err.lower(), (w, err)
+def check_bad(args, out: Path, *words) -> str:
+    """The merge fails with one line naming `words`, and leaves nothing at `out` (no temporary directory either)."""
+    err = assert_one_line_error(run_cli(*args, "--out", out), *words)
     assert not out.exists() or not any(out.iterdir())
     assert not list(out.parent.glob(f".{out.name}.tmp-*")), "temporary directory left behind"
     return err
 
 
-def test_weight_errors(setup, tmp_path, capsys):
+def test_weight_errors(setup, tmp_path):
     _, base, _, e1, e2 = setup
     common = ["merge", "--base", base, "--experts", f"{e1},{e2}"]
-    check_bad([*common, "--weights", "1,0,1"], tmp_path / "o", capsys, "3 weight", "2 expert")
-    check_bad([*common, "--weights", "1,nan"], tmp_path / "o", capsys, "nan", "finite")
-    check_bad([*common, "--weights", "inf,1"], tmp_path / "o", capsys, "inf")
-    check_bad([*common, "--weights", "0,0"], tmp_path / "o", capsys, "all weights are zero")
-    check_bad([*common, "--weights", "1,x"], tmp_path / "o", capsys, "'x'", "not a number")
-    check_bad([*common, "--weights", "e9=1"], tmp_path / "o", capsys, "unknown expert 'e9'", "e1, e2")
+    check_bad([*common, "--weights", "1,0,1"], tmp_path / "o", "3 weight", "2 expert")
+    check_bad([*common, "--weights", "1,nan"], tmp_path / "o", "nan", "finite")
+    check_bad([*common, "--weights", "inf,1"], tmp_path / "o", "inf")
+    check_bad([*common, "--weights", "0,0"], tmp_path / "o", "all weights are zero")
+    check_bad([*common, "--weights", "1,x"], tmp_path / "o", "'x'", "not a number")
+    check_bad([*common, "--weights", "e9=1"], tmp_path / "o", "unknown expert 'e9'", "e1, e2")
 
 
-def test_missing_and_mismatched_experts(setup, tmp_path, capsys):
+def test_missing_and_mismatched_experts(setup, tmp_path):
     root, base, other, e1, _ = setup
     check_bad(
         ["merge", "--base", base, "--experts", f"{e1},{root}/nope", "--weights", "1,1"],
         tmp_path / "o",
-        capsys,
         "nope",
         "not found",
     )
@@ -74,7 +59,6 @@ def test_missing_and_mismatched_experts(setup, tmp_path, capsys):
     check_bad(
         ["merge", "--base", base, "--experts", e_other, "--weights", "1"],
         tmp_path / "o",
-        capsys,
         "eo",
         "trained on another base",
     )
@@ -83,7 +67,7 @@ def test_missing_and_mismatched_experts(setup, tmp_path, capsys):
     shutil.copytree(e1, e_fp)
     (e_fp / "expert.json").write_text(json.dumps({"dimension": "concise", "base": {"fingerprint": "sha256:0000"}}))
     check_bad(
-        ["merge", "--base", base, "--experts", e_fp, "--weights", "1"], tmp_path / "o", capsys, "sha256:0000", "base"
+        ["merge", "--base", base, "--experts", e_fp, "--weights", "1"], tmp_path / "o", "sha256:0000", "base"
     )
 
 
@@ -95,13 +79,13 @@ def test_missing_and_mismatched_experts(setup, tmp_path, capsys):
         ({"modules_to_save": ["lm_head"]}, ["modules_to_save"]),
     ],
 )
-def test_unsupported_adapter_features(setup, tmp_path, capsys, kwargs, words):
+def test_unsupported_adapter_features(setup, tmp_path, kwargs, words):
     _, base, _, _, _ = setup
     bad = make_lora_expert(base, tmp_path / "bad", r=2, seed=7, **kwargs)
-    check_bad(["merge", "--base", base, "--experts", bad, "--weights", "1"], tmp_path / "o", capsys, "bad", *words)
+    check_bad(["merge", "--base", base, "--experts", bad, "--weights", "1"], tmp_path / "o", "bad", *words)
 
 
-def test_non_lora_adapter(setup, tmp_path, capsys):
+def test_non_lora_adapter(setup, tmp_path):
     from peft import IA3Config, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -113,13 +97,12 @@ def test_non_lora_adapter(setup, tmp_path, capsys):
     check_bad(
         ["merge", "--base", base, "--experts", tmp_path / "ia3", "--weights", "1"],
         tmp_path / "o",
-        capsys,
         "IA3",
         "LoRA",
     )
 
 
-def test_missing_or_truncated_files(setup, tmp_path, capsys):
+def test_missing_or_truncated_files(setup, tmp_path):
     _, base, _, e1, _ = setup
     no_w = tmp_path / "now"
     shutil.copytree(e1, no_w)
@@ -127,7 +110,6 @@ def test_missing_or_truncated_files(setup, tmp_path, capsys):
     check_bad(
         ["merge", "--base", base, "--experts", no_w, "--weights", "1"],
         tmp_path / "o",
-        capsys,
         "adapter_model.safetensors",
         "missing",
     )
@@ -135,7 +117,7 @@ def test_missing_or_truncated_files(setup, tmp_path, capsys):
     shutil.copytree(e1, trunc)
     data = (trunc / "adapter_model.safetensors").read_bytes()
     (trunc / "adapter_model.safetensors").write_bytes(data[: len(data) - 100])
-    check_bad(["merge", "--base", base, "--experts", trunc, "--weights", "1"], tmp_path / "o", capsys, "truncated")
+    check_bad(["merge", "--base", base, "--experts", trunc, "--weights", "1"], tmp_path / "o", "truncated")
     tbase = tmp_path / "tbase"
     shutil.copytree(base, tbase)
     data = (tbase / "model.safetensors").read_bytes()
@@ -143,13 +125,12 @@ def test_missing_or_truncated_files(setup, tmp_path, capsys):
     check_bad(
         ["merge", "--base", tbase, "--experts", e1, "--weights", "1"],
         tmp_path / "o",
-        capsys,
         "model.safetensors",
         "truncated",
     )
 
 
-def test_pickle_needs_opt_in(setup, tmp_path, capsys):
+def test_pickle_needs_opt_in(setup, tmp_path):
     from safetensors.torch import load_file
 
     _, base, _, e1, _ = setup
@@ -160,75 +141,56 @@ def test_pickle_needs_opt_in(setup, tmp_path, capsys):
     check_bad(
         ["merge", "--base", base, "--experts", pk, "--weights", "1"],
         tmp_path / "o",
-        capsys,
         "adapter_model.bin",
         "--allow-pickle",
     )
-    code, err = run(
-        ["merge", "--base", base, "--experts", pk, "--weights", "1", "--allow-pickle", "--out", tmp_path / "ok_pk"],
-        capsys,
-    )
-    assert code == 0, err
-    code, err = run(["merge", "--base", base, "--experts", e1, "--weights", "1", "--out", tmp_path / "ok_st"], capsys)
+    res = run_cli("merge", "--base", base, "--experts", pk, "--weights", "1", "--allow-pickle",
+                  "--out", tmp_path / "ok_pk")
+    assert res.code == 0, res.err
+    assert run_cli("merge", "--base", base, "--experts", e1, "--weights", "1", "--out", tmp_path / "ok_st").code == 0
     assert (tmp_path / "ok_pk" / "model.safetensors").read_bytes() == (
         tmp_path / "ok_st" / "model.safetensors"
     ).read_bytes()
 
 
-def test_output_options(setup, tmp_path, capsys):
+def test_output_options(setup, tmp_path):
     _, base, _, e1, e2 = setup
     common = ["merge", "--base", base, "--experts", f"{e1},{e2}", "--weights", "1,1"]
     out = tmp_path / "full"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    code, err = run([*common, "--out", out], capsys)
-    assert code == 2 and "--force" in err and (out / "keep.txt").read_text() == "precious"
-    code, err = run([*common, "--out", out, "--force"], capsys)
-    assert code == 0 and (out / "model.safetensors").is_file() and not (out / "keep.txt").exists()
-    check_bad([*common, "--method", "magic"], tmp_path / "o", capsys, "magic", "exact, linear, svd")
-    check_bad([*common, "--format", "gguf"], tmp_path / "o", capsys, "gguf", "full or adapter")
-    check_bad([*common, "--method", "linear"], tmp_path / "o", capsys, "linear", "--method exact")
-    check_bad([*common, "--method", "svd"], tmp_path / "o", capsys, "--rank")
-    check_bad([*common, "--dtype", "int8"], tmp_path / "o", capsys, "int8")
+    assert_one_line_error(run_cli(*common, "--out", out), "--force")
+    assert (out / "keep.txt").read_text() == "precious"
+    assert run_cli(*common, "--out", out, "--force").code == 0
+    assert (out / "model.safetensors").is_file() and not (out / "keep.txt").exists()
+    check_bad([*common, "--method", "magic"], tmp_path / "o", "magic", "exact, linear, svd")
+    check_bad([*common, "--format", "gguf"], tmp_path / "o", "gguf", "full or adapter")
+    check_bad([*common, "--method", "linear"], tmp_path / "o", "linear", "--method exact")
+    check_bad([*common, "--method", "svd"], tmp_path / "o", "--rank")
+    check_bad([*common, "--dtype", "int8"], tmp_path / "o", "int8")
 
 
-def test_cli_prints_vllm_rank_and_recipe_overrides(setup, tmp_path, capsys):
+def test_cli_prints_vllm_rank_and_recipe_overrides(setup, tmp_path):
     _, base, _, e1, e2 = setup
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"base: {base}\nmethod: exact\nformat: full\nexperts:\n  {e1}: 1\n  {e2}: 3\n")
-    code, _ = run(["merge", "--recipe", recipe, "--format", "adapter", "--out", tmp_path / "ad"], capsys)
-    assert code == 0
+    assert run_cli("merge", "--recipe", recipe, "--format", "adapter", "--out", tmp_path / "ad").code == 0
     rec = json.loads((tmp_path / "ad" / "soup.json").read_text())
     assert rec["format"] == "adapter" and [e["weight"] for e in rec["experts"]] == [0.25, 0.75]
-    capsys.readouterr()
-    with pytest.raises(SystemExit):
-        main(
-            [
-                "merge",
-                "--recipe",
-                str(recipe),
-                "--weights",
-                "1,1",
-                "--format",
-                "adapter",
-                "--out",
-                str(tmp_path / "ad2"),
-            ]
-        )
-    printed = capsys.readouterr().out
+    printed = run_cli("merge", "--recipe", recipe, "--weights", "1,1", "--format", "adapter",
+                      "--out", tmp_path / "ad2").out
     assert "--max-lora-rank 8" in printed  # rank 4 + 2 = 6 -> vLLM's next accepted value
     rec = json.loads((tmp_path / "ad2" / "soup.json").read_text())
     assert [e["weight"] for e in rec["experts"]] == [0.5, 0.5]  # the flag overrode the recipe's weights
 
 
-def test_recipe_errors_are_gathered(tmp_path, capsys):
+def test_recipe_errors_are_gathered(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: exact\nformat: gguf\nrank: 0\nbogus: 1\n")
-    code, err = run(["merge", "--recipe", bad, "--out", tmp_path / "o"], capsys)
-    assert code == 2 and "format" in err and "rank" in err and "bogus" in err and "experts" in err
+    assert_one_line_error(run_cli("merge", "--recipe", bad, "--out", tmp_path / "o"), "format", "rank", "bogus",
+                          "experts")
     bad.write_text("experts: [unclosed\n")
-    code, err = run(["merge", "--recipe", bad, "--out", tmp_path / "o"], capsys)
-    assert code == 2 and "line" in err
+    assert_one_line_error(run_cli("merge", "--recipe", bad, "--out", tmp_path / "o"), "bad.yaml line", "invalid YAML")
 
 
 def test_sigkill_leaves_no_output(tmp_path, default_base):

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from soups.merge.engine import MergeSpec, merge
-from tests.merge_ref import exact_reference, expert_deltas, linear_reference, rounding_tolerance
-from tests.tiny import make_lora_expert, make_tiny_llama
+from tests.helpers import make_lora_expert, make_tiny_llama
+from tests.merge.reference import exact_reference, expert_deltas, linear_reference, rounding_tolerance
 
 
 @pytest.fixture(scope="module")

@@ -22,28 +22,16 @@ import pytest
 import torch
 
 from soups.errors import ConfigError, DataError
-from tests.tiny import make_lora_expert, make_tiny_llama
+from tests.helpers import make_lora_expert, make_tiny_llama, set_norms
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def _sharpen(model_dir) -> None:
-    """RMSNorm weights to 1 so the random model's logits are not near-flat (greedy is well defined)."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-    model.save_pretrained(model_dir)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, default_base):
     root = tmp_path_factory.mktemp("serve")
     base = make_tiny_llama(root / "base", dtype="float32", tie=True, hidden=128, tokenizer_from=default_base)
-    _sharpen(base)
+    set_norms(base)
     e1 = make_lora_expert(base, root / "experts" / "kind", r=8, alpha=16, targets=TARGETS, seed=1)
     e2 = make_lora_expert(base, root / "experts" / "brief", r=4, alpha=4, targets=("q_proj", "v_proj"), seed=2)
     return {"root": root, "base": base, "experts": [e1, e2]}

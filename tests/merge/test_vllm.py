@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from soups.merge.engine import merge
-from tests.tiny import make_lora_expert, make_tiny_llama
+from tests.helpers import make_lora_expert, make_tiny_llama, set_norms
 
 try:
     import vllm
@@ -73,29 +73,16 @@ def _hf_greedy(model, prompt_ids):
     return res
 
 
-def sharpen(model_dir, dtype=torch.float32):
-    """Set the RMSNorm weights to 1 (tiny.py draws every weight from N(0, 0.05), which leaves the logits nearly
-    flat): greedy decoding is then well defined, top-2 gaps are far above rounding noise."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-    model.save_pretrained(model_dir)
-    return model_dir
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, default_base):
     from transformers import AutoTokenizer
 
     root = tmp_path_factory.mktemp("vllm")
     # hidden 128 / 4 heads: head size 32, the smallest vLLM's CPU attention supports
-    fp32 = sharpen(make_tiny_llama(root / "fp32", dtype="float32", tie=True, hidden=128, tokenizer_from=default_base))
+    fp32 = set_norms(make_tiny_llama(root / "fp32", dtype="float32", tie=True, hidden=128,
+                                     tokenizer_from=default_base))
     bf16 = make_tiny_llama(root / "bf16", dtype="bfloat16", tie=False, hidden=128, seed=5, tokenizer_from=default_base)
-    sharpen(bf16, torch.bfloat16)
+    set_norms(bf16, dtype="bfloat16")
     targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     e1 = make_lora_expert(fp32, root / "e1", r=8, alpha=16, targets=targets, seed=1)
     e2 = make_lora_expert(fp32, root / "e2", r=4, alpha=4, targets=("q_proj", "v_proj", "down_proj"), seed=2)

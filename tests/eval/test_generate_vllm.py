@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.tiny import make_lora_expert, make_tiny_llama
+from tests.helpers import make_lora_expert, make_tiny_llama
 
 
 def _vllm_or_skip():

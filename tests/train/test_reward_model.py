@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 
@@ -23,14 +22,6 @@ def _pairs(n: int, seed: int = 0) -> list[dict[str, str]]:
         body = " ".join(rng.choice(WORDS) for _ in range(6))
         out.append({"prompt": f"Describe item {i}.", "chosen": body + " ........", "rejected": body + " !!!!!!!!"})
     return out
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    from soups.base import resolve_base
-    from tests.tiny import make_tiny_llama
-
-    return make_tiny_llama(tmp_path_factory.mktemp("rm") / "base", tokenizer_from=resolve_base("default"))
 
 
 def test_load_pairs_names_file_and_line(tmp_path):

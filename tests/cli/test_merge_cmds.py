@@ -6,10 +6,9 @@ import json
 
 import pytest
 
-from soups.cli import main
 from soups.config import recipes_dir
 from soups.merge.recipe import load_recipe
-from tests.tiny import make_lora_expert, make_tiny_llama
+from tests.helpers import assert_one_line_error, make_lora_expert, make_tiny_llama, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -25,67 +24,54 @@ def expert_home(tmp_path_factory, default_base):
     return base, experts
 
 
-def run(args, capsys):
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
-def test_default_set_positional_weights(expert_home, tmp_path, capsys, monkeypatch):
+def test_default_set_positional_weights(expert_home, tmp_path, monkeypatch):
     base, experts = expert_home
     monkeypatch.setenv("SOUPS_EXPERTS_DIR", str(experts))
-    code, out, err = run(
-        ["merge", "--base", base, "--weights", "1,0,1", "--format", "adapter", "--out", tmp_path / "model"], capsys
-    )
-    assert code == 0, err
+    res = run_cli("merge", "--base", base, "--weights", "1,0,1", "--format", "adapter", "--out", tmp_path / "model")
+    assert res.code == 0, res.err
     rec = json.loads((tmp_path / "model" / "soup.json").read_text())
     assert [(e["name"], e["weight"]) for e in rec["experts"]] == [("concise", 0.5), ("friendly", 0.0), ("expert", 0.5)]
     assert rec["rank"] == 2 + 8  # the zero-weight expert is dropped
-    assert "--max-lora-rank 16" in out
-    code, out, err = run(["merge", "--base", base, "--weights", "expert=1", "--out", tmp_path / "named"], capsys)
-    assert code == 0, err
+    assert "--max-lora-rank 16" in res.out
+    res = run_cli("merge", "--base", base, "--weights", "expert=1", "--out", tmp_path / "named")
+    assert res.code == 0, res.err
     rec = json.loads((tmp_path / "named" / "soup.json").read_text())
     assert [e["weight"] for e in rec["experts"]] == [0.0, 0.0, 1.0]
 
 
-def test_experts_and_inspect(expert_home, tmp_path, capsys, monkeypatch):
+def test_experts_and_inspect(expert_home, tmp_path, monkeypatch):
     base, experts = expert_home
     monkeypatch.setenv("SOUPS_EXPERTS_DIR", str(experts))
-    code, out, _ = run(["experts"], capsys)
-    assert code == 0
+    res = run_cli("experts")
+    assert res.code == 0
     for name in ("concise", "friendly", "expert"):
-        assert name in out
-    assert "default set (order of positional --weights): concise, friendly, expert" in out
-    code, out, _ = run(["inspect", experts / "expert"], capsys)
-    assert code == 0 and "rank 8" in out and "q_proj" in out
-    run(["merge", "--base", base, "--weights", "1,1,0", "--out", tmp_path / "s"], capsys)
-    code, out, _ = run(["inspect", tmp_path / "s"], capsys)
-    assert code == 0 and "full (exact)" in out and "concise" in out
-    code, _, err = run(["inspect", tmp_path], capsys)
-    assert code == 2 and "not an expert" in err
+        assert name in res.out
+    assert "default set (order of positional --weights): concise, friendly, expert" in res.out
+    res = run_cli("inspect", experts / "expert")
+    assert res.code == 0 and "rank 8" in res.out and "q_proj" in res.out
+    assert run_cli("merge", "--base", base, "--weights", "1,1,0", "--out", tmp_path / "s").code == 0
+    res = run_cli("inspect", tmp_path / "s")
+    assert res.code == 0 and "full (exact)" in res.out and "concise" in res.out
+    assert_one_line_error(run_cli("inspect", tmp_path), "not an expert")
 
 
-def test_weights_from_user_json(expert_home, tmp_path, capsys, monkeypatch):
+def test_weights_from_user_json(expert_home, tmp_path, monkeypatch):
     base, experts = expert_home
     monkeypatch.setenv("SOUPS_EXPERTS_DIR", str(experts))
     user = tmp_path / "user.json"
     user.write_text(json.dumps({"merge_weights": {"concise": 0.7, "friendly": 0.0, "expert": 0.3}}))
-    code, _, err = run(["merge", "--base", base, "--weights-from", user, "--out", tmp_path / "u"], capsys)
-    assert code == 0, err
+    res = run_cli("merge", "--base", base, "--weights-from", user, "--out", tmp_path / "u")
+    assert res.code == 0, res.err
     rec = json.loads((tmp_path / "u" / "soup.json").read_text())
     assert [e["weight"] for e in rec["experts"]] == pytest.approx([0.7, 0.0, 0.3])
     user.write_text("{}")
-    code, _, err = run(["merge", "--base", base, "--weights-from", user, "--out", tmp_path / "u2"], capsys)
-    assert code == 2 and "merge_weights" in err
+    assert_one_line_error(run_cli("merge", "--base", base, "--weights-from", user, "--out", tmp_path / "u2"),
+                          "merge_weights")
 
 
-def test_missing_weights_and_out(capsys, tmp_path):
-    code, _, err = run(["merge", "--out", tmp_path / "x"], capsys)
-    assert code == 2 and "--weights" in err
-    code, _, err = run(["merge", "--weights", "1"], capsys)
-    assert code == 2 and "--out" in err
+def test_missing_weights_and_out(tmp_path):
+    assert_one_line_error(run_cli("merge", "--out", tmp_path / "x"), "--weights")
+    assert_one_line_error(run_cli("merge", "--weights", "1"), "--out")
 
 
 @pytest.mark.parametrize("path", sorted(recipes_dir().glob("*.yaml")), ids=lambda p: p.name)

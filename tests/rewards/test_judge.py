@@ -4,104 +4,34 @@ backoff, timeouts, API keys, and one-line errors for unreachable or misconfigure
 
 from __future__ import annotations
 
-import json
-import re
 import socket
 import sqlite3
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from soups.errors import RewardError
 from soups.rewards import get_reward
 from soups.rewards.judge import JudgeClient, cache_path, judge_pair, judge_pair_both, parse_pair, parse_score
+from tests.helpers import FakeOpenAI, brevity_judge, brevity_score
 
 STATEMENT = "Generate a response that is concise and to the point without being verbose."
 
 
-def section(text: str, name: str) -> str:
-    m = re.search(rf"\[{re.escape(name)}\]\n(.*?)(?:\n\n\[|\n\n(?:On a scale|Which response)|$)", text, re.DOTALL)
-    return m.group(1) if m else ""
-
-
-def expected_score(completion: str) -> int:
-    """The fake judge's rule: fewer words, higher score (10 for <= 2 words, 1 for >= 29)."""
-    return max(1, min(10, 10 - (len(completion.split()) - 2) // 3))
-
-
-class Judge(BaseHTTPRequestHandler):
-    """A deterministic OpenAI-compatible judge. Behaviour per server (class attributes set by the fixture)."""
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def do_POST(self):
-        srv = self.server
-        srv.requests.append({"path": self.path, "auth": self.headers.get("Authorization")})
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        srv.bodies.append(body)
-        n = len(srv.requests)
-        if self.path != "/v1/chat/completions":
-            return self.reply(404, {"error": "not found"})
-        if srv.key and self.headers.get("Authorization") != f"Bearer {srv.key}":
-            return self.reply(401, {"error": "bad key"})
-        if n <= srv.fail_first:
-            return self.reply(503, {"error": "busy"})
-        if n <= srv.garbage_first:  # a 200 that is not a chat completion (a proxy's HTML page, a crash)
-            return self.reply(200, {"html": "<h1>Gateway</h1>"})
-        if n <= srv.drop_first:  # close the connection without answering
-            self.close_connection = True
-            return
-        if srv.delay:
-            time.sleep(srv.delay)
-        user = body["messages"][-1]["content"]
-        if srv.answer is not None:
-            content = srv.answer
-        elif "[Response A]" in user:
-            a, b = len(section(user, "Response A").split()), len(section(user, "Response B").split())
-            content = "A" if a < b else "B" if b < a else "TIE"
-            if srv.biased:
-                content = "A"
-        else:
-            content = f"Score: {expected_score(section(user, 'Response'))}/10"
-        self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
-
-    def reply(self, code, payload):
-        data = json.dumps(payload).encode()
-        try:
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-
 @pytest.fixture
 def judge(tmp_path, monkeypatch):
-    """Start a judge server; returns a function making one with the given behaviour."""
+    """Start fake judges (tests.helpers.FakeOpenAI, brevity rule by default); all are stopped after the test."""
     monkeypatch.setenv("SOUPS_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     servers = []
 
-    def start(fail_first=0, delay=0.0, answer=None, key=None, biased=False, garbage_first=0, drop_first=0):
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
-        srv.daemon_threads = True
-        srv.requests, srv.bodies = [], []
-        srv.fail_first, srv.delay, srv.answer, srv.key, srv.biased = fail_first, delay, answer, key, biased
-        srv.garbage_first, srv.drop_first = garbage_first, drop_first
-        srv.url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        servers.append(srv)
-        return srv
+    def start(answer=brevity_judge, **switches):
+        servers.append(FakeOpenAI(answer, **switches))
+        return servers[-1]
 
     yield start
     for srv in servers:
-        srv.shutdown()
-        srv.server_close()
+        srv.close()
 
 
 def reward(srv, **kw):
@@ -116,7 +46,7 @@ def test_pointwise_scores_match_the_judge_rule(judge):
     fn = reward(srv)
     assert fn.__name__ == "judge_concise"
     got = fn(TEXTS, prompts=["Why is the sky blue?"] * len(TEXTS))
-    assert got == pytest.approx([(expected_score(t) - 1) / 9 for t in TEXTS])
+    assert got == pytest.approx([(brevity_score(t) - 1) / 9 for t in TEXTS])
     assert all(0.0 <= v <= 1.0 for v in got)
     body = srv.bodies[0]
     assert body["model"] == "fake-judge" and body["temperature"] == 0.0 and body["max_tokens"] == 16
@@ -157,7 +87,7 @@ def test_pairwise_both_orders(judge):
 
 
 def test_pairwise_position_bias_is_cancelled(judge):
-    srv = judge(biased=True)  # always answers "A"
+    srv = judge(lambda body: "A")  # a position-biased judge: always "A"
     v = judge_pair_both(JudgeClient(reward(srv).spec), STATEMENT, "Q", "x y", "x y z w")
     assert (v.first, v.second, v.winner, v.score_a) == ("A", "B", "TIE", 0.5)
 
@@ -165,7 +95,7 @@ def test_pairwise_position_bias_is_cancelled(judge):
 def test_retries_with_backoff_then_success(judge):
     srv = judge(fail_first=2)
     t0 = time.monotonic()
-    assert reward(srv, retries=3, backoff=0.05)(["Short."]) == [pytest.approx((expected_score("Short.") - 1) / 9)]
+    assert reward(srv, retries=3, backoff=0.05)(["Short."]) == [pytest.approx((brevity_score("Short.") - 1) / 9)]
     assert len(srv.requests) == 3 and time.monotonic() - t0 >= 0.05 + 0.1  # slept 0.05 then 0.1
 
 
@@ -180,12 +110,12 @@ def test_gives_up_after_retries_one_line(judge):
 
 def test_malformed_and_dropped_responses_are_retried(judge):
     srv = judge(garbage_first=1)
-    assert reward(srv, retries=1)(["Short."]) == [pytest.approx((expected_score("Short.") - 1) / 9)]
+    assert reward(srv, retries=1)(["Short."]) == [pytest.approx((brevity_score("Short.") - 1) / 9)]
     srv = judge(garbage_first=5)
     with pytest.raises(RewardError, match=r"after 2 attempt\(s\) \(unexpected response \(KeyError"):
         reward(srv, retries=1)(["Short."])
     srv = judge(drop_first=1)
-    assert reward(srv, retries=1)(["Short."]) == [pytest.approx((expected_score("Short.") - 1) / 9)]
+    assert reward(srv, retries=1)(["Short."]) == [pytest.approx((brevity_score("Short.") - 1) / 9)]
     assert len(srv.requests) == 2
 
 
@@ -213,7 +143,7 @@ def test_api_key_from_named_env_var_and_not_cached(judge, monkeypatch):
         reward(srv, api_key_env="MY_JUDGE_KEY")(["Short."])
     assert len(srv.requests) == 1  # 401 is not retried
     monkeypatch.setenv("MY_JUDGE_KEY", "sekrit-123")
-    assert reward(srv, api_key_env="MY_JUDGE_KEY")(["Short."]) == [pytest.approx((expected_score("Short.") - 1) / 9)]
+    assert reward(srv, api_key_env="MY_JUDGE_KEY")(["Short."]) == [pytest.approx((brevity_score("Short.") - 1) / 9)]
     assert srv.requests[-1]["auth"] == "Bearer sekrit-123"
     assert b"sekrit" not in cache_path().read_bytes()
 
@@ -228,11 +158,11 @@ def test_wrong_path_is_not_retried(judge):
 def test_full_endpoint_url_is_accepted(judge):
     srv = judge()
     fn = get_reward("concise", kind="judge", url=srv.url + "/chat/completions", model="m")
-    assert fn(["Short."]) == [pytest.approx((expected_score("Short.") - 1) / 9)]
+    assert fn(["Short."]) == [pytest.approx((brevity_score("Short.") - 1) / 9)]
 
 
 def test_unparseable_answer_is_neutral_and_not_cached(judge):
-    srv = judge(answer="I would rather not say.")
+    srv = judge(lambda body: "I would rather not say.")
     fn = reward(srv)
     assert fn(["Short.", "Also short."]) == [0.5, 0.5]
     fn(["Short."])
@@ -255,5 +185,5 @@ def test_judge_dimension_yaml_and_pickle(judge, tmp_path, monkeypatch):
         f"name: terse\ndescription: d\nstatement: Be terse.\nreward:\n  kind: judge\n  url: {srv.url}\n  model: m\n"
     )
     fn = pickle.loads(pickle.dumps(get_reward("terse")))
-    assert fn(["Short."]) == [pytest.approx((expected_score("Short.") - 1) / 9)]
+    assert fn(["Short."]) == [pytest.approx((brevity_score("Short.") - 1) / 9)]
     assert "Preference: Be terse." in srv.bodies[-1]["messages"][-1]["content"]

@@ -38,12 +38,14 @@ test: install $(VLLM_STAMP)
 bench: install
 	$(BIN)/python bench/merge.py
 
-# Shipped experts: GRPO, `cpu` preset, seed 0 (README "Training experts"); resumable, one thread per run.
-EXPERT_STEPS := concise=30 friendly=30 expert=30 elementary=30 informative=44 unfriendly=30
+# Shipped experts: PPO after a supervised warm start, `cpu` preset, seed 0 (README "Training experts");
+# resumable (rerun `make experts` after any interruption), one thread per run, EXPERT_JOBS runs at once.
+EXPERT_DIMS := concise informative friendly unfriendly expert elementary
+EXPERT_JOBS ?= 2
 experts: install
-	@for ds in $(EXPERT_STEPS); do d=$${ds%%=*}; n=$${ds##*=}; \
-	  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/soups train-expert --dim $$d --algo grpo --preset cpu --steps $$n \
-	    --run-dir runs/make-experts/$$d --out experts/$$d --resume --force || exit 1; done
+	printf '%s\n' $(EXPERT_DIMS) | OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 xargs -P $(EXPERT_JOBS) -I{} \
+	  $(BIN)/soups train-expert --dim {} --algo ppo --preset cpu --run-dir runs/make-experts/{} \
+	    --out experts/{} --resume --force --quiet
 
 # the README's results: the paper's 8 combinations and one sweep, on the shipped experts
 eval: install

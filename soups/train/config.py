@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from soups.config import experts_dir
 from soups.errors import ConfigError
@@ -27,6 +27,25 @@ class LoraSettings(BaseModel):
     targets: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1, description="modules to adapt")
     last_layers: int | None = Field(None, gt=0, description="adapt only the last N decoder layers (None: all); "
                                     "backpropagation then stops there, which makes a CPU step much cheaper")
+
+
+class WarmStart(BaseModel):
+    """Supervised warm start before RL: the base's own best-of-n answers to training prompts that carry the
+    dimension's statement (appended to the user message, as the paper prompts), picked by the reward, are
+    distilled into the LoRA (trained on the prompts *without* the statement). PPO then starts from it, with
+    this warm-started policy as its KL reference."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompts: int = Field(160, gt=1, description="training prompts to answer (the first N of the shuffled set)")
+    samples: int = Field(4, gt=0, description="answers sampled per prompt; the best by the reward is kept")
+    keep: float = Field(0.75, gt=0, le=1, description="share of prompts kept, those whose best answer scores highest")
+    temperature: float = Field(0.8, gt=0, description="sampling temperature of the candidate answers")
+    max_new_tokens: int = Field(256, gt=0, description="longest candidate answer")
+    finished_only: bool = Field(True, description="keep only answers that ended (EOS) before max_new_tokens")
+    gen_batch: int = Field(48, gt=0, description="prompts per generation batch")
+    epochs: int = Field(2, gt=0, description="passes over the kept answers")
+    learning_rate: float = Field(3e-4, gt=0)
+    batch_size: int = Field(8, gt=0, description="answers per optimizer step")
 
 
 class TrainConfig(BaseModel):
@@ -57,7 +76,24 @@ class TrainConfig(BaseModel):
     missing_eos_penalty: float | None = Field(None, ge=0, description="subtract from a completion that never ends")
     save_every: int = Field(10, gt=0, description="checkpoint every N steps (for --resume)")
     eval_prompts: int = Field(32, gt=1, description="held-out prompts for the before/after reward")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="training dtype")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights' dtype")
+    autocast: Literal["auto", "bf16", "off"] = Field(
+        "auto", description="bf16 autocast for rollouts and updates: `auto` uses it where the hardware has fast "
+        "bf16 (a CUDA GPU that supports it, or a CPU with AMX / AVX-512-BF16), float32 elsewhere")
+    whiten_rewards: bool = Field(False, description="ppo: whiten per-token rewards before GAE")
+    kl_estimator: Literal["k1", "k3"] = Field("k1", description="ppo: KL estimator (k3: lower variance)")
+    warm_start: WarmStart | None = Field(
+        None, description="supervised warm start before RL (null or false: start at the base)")
+
+    @field_validator("autocast", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return {False: "off", True: "bf16"}.get(v, v) if isinstance(v, bool) else v  # YAML reads `off` as false
+
+    @field_validator("warm_start", mode="before")
+    @classmethod
+    def _no_warm_start(cls, v: Any) -> Any:
+        return None if v is False else v  # `warm_start: false` (or the override False) turns a preset's off
     gradient_checkpointing: bool = False
 
 

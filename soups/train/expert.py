@@ -3,6 +3,8 @@
 The recipe, in order (torchtune style, one readable class):
   setup     resolve base, dimension, reward, prompts and config; refuse a non-empty --out early
   evaluate  the base's reward on held-out prompts ("before"; cached in the run dir for --resume)
+  warm      optional supervised warm start (soups.train.warmstart): the base's best prompted answers,
+            distilled into the LoRA, evaluated on the held-out prompts ("warm_start" stage)
   train     TRL PPO (default, as in the paper), RLOO or GRPO via soups.train.trl_backend,
             with a rich progress bar, metrics.jsonl and checkpoints every `save_every` steps
   finish    held-out reward "after", fluency vs the base, then adapter + expert.json, atomically
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from soups.errors import ConfigError
-from soups.io.atomic import atomic_dir, check_output
+from soups.io.atomic import atomic_dir, atomic_write_text, check_output
 from soups.train.config import TrainConfig, load_config
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class ExpertRun:
     prompts: str | Path | list[str] | None = None  # training prompts: file, or list; default: the shipped set
     heldout: list[str] | None = None  # held-out prompts; default: the shipped held-out set
     reward: Callable[..., list[float]] | None = None  # default: soups.rewards.get_reward(dim)
+    statement: str | None = None  # preference statement for the warm start; default: the dimension's
     callbacks: list = field(default_factory=list)  # extra transformers TrainerCallbacks
     progress: bool = True
 
@@ -87,7 +90,15 @@ class ExpertRecipe:
         base = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=getattr(torch, self.cfg.dtype))
         from peft import get_peft_model
 
-        self.policy = get_peft_model(base, backend.lora_config(self.cfg, n_layers=base.config.num_hidden_layers))
+        from soups.hardware import resolve_autocast
+
+        self.use_bf16 = resolve_autocast(self.cfg.autocast, "cuda" if torch.cuda.is_available() else "cpu")
+        if self.use_bf16:
+            backend.fp32_head(base)  # logits (hence PPO's log-ratios) stay float32 under bf16 autocast
+        self.lora = backend.lora_config(self.cfg, n_layers=base.config.num_hidden_layers)
+        self.policy = get_peft_model(base, self.lora)
+        self.ref_adapter: str | None = None
+        self.stages: list[dict[str, Any]] = []
 
     def _prompts(self, spec, split: str, flag: str) -> list[str]:
         if isinstance(spec, list):
@@ -107,7 +118,7 @@ class ExpertRecipe:
         meta = {"dimension": r.dim, "base": self.base_info, "config": self.cfg.model_dump(exclude={"steps"})}
         self.resume_from, self.start_step = None, 0
         if r.resume and meta_path.is_file():
-            old = json.loads(meta_path.read_text())
+            old = self._read_meta(meta_path)
             if old != meta:
                 raise ConfigError(f"--resume: {meta_path} was made with another dimension, base or config; "
                                   "use the same flags, or drop --resume and pass --force to start over")
@@ -121,11 +132,22 @@ class ExpertRecipe:
                                   "or --force to start over")
             shutil.rmtree(self.run_dir / "checkpoints")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        meta_path.write_text(json.dumps(meta, indent=2))
+        atomic_write_text(meta_path, json.dumps(meta, indent=2), force=True)
         metrics = self.run_dir / "metrics.jsonl"
         keep = [ln for ln in (metrics.read_text().splitlines() if metrics.is_file() else [])
                 if self.resume_from and json.loads(ln)["step"] <= self.start_step]
         metrics.write_text("".join(ln + "\n" for ln in keep))
+
+    @staticmethod
+    def _read_meta(path: Path) -> dict[str, Any] | None:
+        """run.json, with config fields added since it was written filled with their defaults; None if unreadable."""
+        try:
+            old = json.loads(path.read_text())
+            old["config"] = TrainConfig(**{**old["config"], "steps": 1}).model_dump(exclude={"steps"})
+        except (ValueError, TypeError, KeyError) as e:
+            log.warning("%s: unreadable (%s); it will be rewritten", path, e)
+            return None
+        return old
 
     # ------------------------------------------------------------------ evaluate
     def evaluate(self, adapters: bool) -> dict[str, Any]:
@@ -134,11 +156,13 @@ class ExpertRecipe:
 
         from soups.train.heldout import generate, perplexity
 
+        from soups.hardware import autocast
+
         ctx = contextlib.nullcontext() if adapters else self.policy.disable_adapter()
-        with ctx:
+        with ctx, autocast(self.use_bf16):
             comps = generate(self.policy, self.tokenizer, self.heldout, max_new_tokens=self.cfg.max_new_tokens,
                              temperature=self.cfg.temperature, seed=self.cfg.seed + 1)
-        with self.policy.disable_adapter():
+        with self.policy.disable_adapter(), autocast(self.use_bf16):
             ppl = perplexity(self.policy, self.tokenizer, self.heldout, comps)
         rewards = [float(x) for x in self.run.reward(comps, prompts=self.heldout)]
         return {"rewards": rewards, "ppl": ppl, "samples": comps[:3]}
@@ -151,8 +175,71 @@ class ExpertRecipe:
             if data.get("key") == key:
                 return data["result"]
         result = self.evaluate(adapters=False)
-        cache.write_text(json.dumps({"key": key, "result": result}))
+        atomic_write_text(cache, json.dumps({"key": key, "result": result}), force=True)
         return result
+
+    # ------------------------------------------------------------------ warm start
+    def warm_start(self) -> dict[str, Any] | None:
+        """Supervised warm start (cfg.warm_start): candidates, selection, distillation, held-out check.
+
+        Afterwards a frozen copy of the warm-started LoRA ("reference") is PPO's KL reference, and the
+        trainable adapter continues from the same weights."""
+        ws = self.cfg.warm_start
+        if ws is None:
+            return None
+        import random
+
+        from safetensors.torch import load_file
+
+        from soups.train import warmstart
+        from soups.train.heldout import bootstrap_ci
+        from soups.train.progress import StageBar
+
+        statement = self.run.statement or getattr(self.dimension, "statement", None)
+        if not statement:
+            raise ConfigError(f"warm_start needs the dimension's preference statement; {self.run.dim} has none")
+        wdir = self.run_dir / "warm_start"
+        wdir.mkdir(parents=True, exist_ok=True)
+        prompts = list(self.train_prompts)
+        random.Random(self.cfg.seed).shuffle(prompts)
+        prompts = prompts[: ws.prompts]
+        t0 = time.time()
+        with StageBar(f"{self.run.dim} warm start: answers", total=len(prompts), show=self.run.progress) as bar, \
+                self.policy.disable_adapter():
+            rows = warmstart.candidates(self.policy, self.tokenizer, prompts, statement, ws, self.cfg.seed,
+                                        wdir / "candidates.jsonl", self.use_bf16, progress=bar.update)
+        data = warmstart.select(rows, self.run.reward, ws.keep, ws.finished_only)
+        if len(data) < 2:
+            raise ConfigError(f"warm_start: only {len(data)} finished answers among {len(rows)} prompts; "
+                              "raise warm_start.max_new_tokens or warm_start.samples")
+        t1 = time.time()
+        with StageBar(f"{self.run.dim} warm start: distil", total=1, show=self.run.progress) as bar:
+            history = warmstart.distil(self.policy, self.tokenizer, data, ws, self.cfg.seed, wdir / "adapter",
+                                       self.use_bf16, progress=lambda i, n, loss: bar.update(i, n, f"loss {loss:.3f}"))
+        t2 = time.time()
+        cache = wdir / "heldout.json"
+        if cache.is_file():
+            heldout = json.loads(cache.read_text())
+        else:
+            heldout = self.evaluate(adapters=True)
+            atomic_write_text(cache, json.dumps(heldout), force=True)
+        self.policy.add_adapter("reference", self.lora)
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.policy, load_file(str(wdir / "adapter" / "adapter_model.safetensors")),
+                                  adapter_name="reference")
+        self.policy.set_adapter("default")  # trainable again; "reference" frozen
+        self.ref_adapter = "reference"
+        stage = {
+            "stage": "warm_start", "config": ws.model_dump(), "prompts": len(rows), "kept": len(data),
+            "picked_reward_mean": round(sum(d["reward"] for d in data) / len(data), 4),
+            "candidate_reward_mean": round(sum(d["mean_reward"] for d in data) / len(data), 4),
+            "epochs": history, "heldout_reward": bootstrap_ci(heldout["rewards"]),
+            "samples": heldout["samples"], "generate_time_s": round(t1 - t0, 1), "train_time_s": round(t2 - t1, 1),
+        }
+        self.stages.append(stage)
+        self.warm = heldout
+        return stage
 
     # ------------------------------------------------------------------ train
     def train(self) -> None:
@@ -161,6 +248,8 @@ class ExpertRecipe:
 
         cfg, algo = self.cfg, self.cfg.algo
         offset = self.start_step if algo == "ppo" else 0  # PPO's own step counter restarts on resume
+        if algo != "ppo" and self.ref_adapter:
+            raise ConfigError(f"warm_start is implemented for ppo only; drop warm_start or use --algo ppo, not {algo}")
         logger = StepLogger(self.run_dir / "metrics.jsonl", total=cfg.steps, start=self.start_step,
                             kl_stop=cfg.kl_stop, show=self.run.progress, title=f"{self.run.dim} [{algo}]")
 
@@ -183,7 +272,8 @@ class ExpertRecipe:
             elif algo == "ppo":
                 self.policy = backend.train_ppo(self.policy, self.tokenizer, self.base_dir, cfg, self.run.reward,
                                                 self.train_prompts, self.run_dir, callbacks, self.resume_from,
-                                                self.start_step, tb)
+                                                self.start_step, tb, use_bf16=self.use_bf16,
+                                                ref_adapter=self.ref_adapter)
             else:
                 self.policy = backend.train_group(algo, self.policy, self.tokenizer, cfg, self.run.reward,
                                                   self.run.dim, self.train_prompts, self.run_dir, callbacks,
@@ -205,6 +295,9 @@ class ExpertRecipe:
             "base": self.base_info,
             "algorithm": self.cfg.algo,
             "config": self.cfg.model_dump(),
+            "stages": [*self.stages, {"stage": self.cfg.algo, "steps": self.steps_done,
+                                      "heldout_reward": bootstrap_ci(after["rewards"])}],
+            "autocast_bf16": self.use_bf16,
             "steps_done": self.steps_done,
             "stopped_early_kl": self.stopped_early,
             "heldout_prompts": len(self.heldout),
@@ -214,6 +307,8 @@ class ExpertRecipe:
             "wall_time_s": round(time.time() - t0, 1),
             "train_time_s": round(sum(step_times), 1),
             "sec_per_step": round(sum(step_times) / len(step_times), 2) if step_times else None,
+            "rollout_tokens_per_s": round(sum(m.get("rollout_tokens", 0) for m in metrics) / sum(step_times), 2)
+            if step_times and sum(step_times) > 0 else None,
             "cpu_sec_per_step": round(sum(m.get("cpu_s", 0) for m in metrics) / len(metrics), 2) if metrics else None,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "soups_version": soups.__version__,
@@ -231,6 +326,7 @@ class ExpertRecipe:
         t0 = time.time()
         self.setup()
         before = self.before()
+        self.warm_start()
         self.train()
         after = self.evaluate(adapters=True)
         if not PartialState().is_main_process:

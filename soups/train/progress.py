@@ -52,6 +52,8 @@ class StepLogger:
         self._t, self._cpu = now, cpu
         row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)})
+        if row.get("rollout_tokens") and row["step_time_s"] > 0:
+            row["tokens_per_s"] = round(row["rollout_tokens"] / row["step_time_s"], 2)
         self.last_step = step
         if self._main:
             with self.path.open("a") as f:
@@ -63,3 +65,31 @@ class StepLogger:
         if self.kl_stop is not None and row.get("kl", 0.0) > self.kl_stop:
             self.stopped_early = True
             raise KLStop(f"KL {row['kl']:.3f} > kl_stop {self.kl_stop} at step {step}")
+
+
+class StageBar:
+    """A rich progress bar for one stage of a run (warm-start answers, distillation); silent when not shown."""
+
+    def __init__(self, title: str, total: int, show: bool = True):
+        self.title, self.total, self.show = title, total, show
+        self._progress = self._task = None
+
+    def __enter__(self) -> StageBar:
+        from accelerate import PartialState
+
+        if self.show and PartialState().is_main_process:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[stats]}"), TimeRemainingColumn())
+            self._progress.start()
+            self._task = self._progress.add_task(self.title, total=self.total, stats="")
+        return self
+
+    def update(self, done: int, total: int | None = None, stats: str = "") -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=total or self.total, stats=stats)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()

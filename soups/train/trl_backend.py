@@ -26,6 +26,9 @@ from soups.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 RewardFn = Callable[..., list[float]]
+# What the reward saw since the last logged step (PPO logs only its own tensors): response tokens,
+# finished (EOS) responses, count, raw reward sum. step_metrics() turns it into per-step figures.
+_ROLLOUTS = {"tokens": 0, "finished": 0, "n": 0, "reward": 0.0}
 
 
 class KLStop(Exception):
@@ -51,6 +54,11 @@ class CallableRewardModel(nn.Module):
         completions = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
         scores = torch.tensor(self.reward_fn(completions, prompts=prompts), dtype=torch.float32)
         seq_len = first_true_indices(responses == pad_id) - 1 + context_length
+        eos = self.tokenizer.eos_token_id
+        _ROLLOUTS["tokens"] += int((seq_len - context_length + 1).clamp(min=0).sum())
+        _ROLLOUTS["finished"] += int((responses == eos).any(dim=1).sum()) if eos is not None else 0
+        _ROLLOUTS["n"] += len(completions)
+        _ROLLOUTS["reward"] += float(scores.sum())
         return None, scores.to(query_responses.device), seq_len
 
 
@@ -92,6 +100,11 @@ def step_metrics(logs: dict[str, float]) -> dict[str, float]:
             if n in logs:
                 out[key] = float(logs[n])
                 break
+    if _ROLLOUTS["n"]:
+        n = _ROLLOUTS["n"]
+        out.update(rollout_tokens=_ROLLOUTS["tokens"], response_tokens_mean=_ROLLOUTS["tokens"] / n,
+                   eos_rate=_ROLLOUTS["finished"] / n, reward_raw=_ROLLOUTS["reward"] / n)
+        _ROLLOUTS.update(tokens=0, finished=0, n=0, reward=0.0)
     return out
 
 
@@ -122,6 +135,19 @@ def lora_config(cfg: TrainConfig, task_type: str = "CAUSAL_LM", n_layers: int | 
         r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
         target_modules=list(cfg.lora.targets), bias="none", task_type=task_type, **layers,
     )
+
+
+def fp32_head(model: nn.Module) -> None:
+    """Run the output projection in float32 under bf16 autocast: bf16 logits are spaced 0.125 apart near
+    |20|, which would put noise of that size into PPO's log-probability ratios and the KL."""
+    head = model.get_output_embeddings()
+    forward = head.forward
+
+    def fp32_forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return forward(x.float())
+
+    head.forward = fp32_forward
 
 
 def value_model(base_dir: Path, cfg: TrainConfig, dtype: torch.dtype) -> nn.Module:
@@ -188,8 +214,14 @@ def _ppo_load(trainer, ckpt: Path) -> None:
 
 
 def train_ppo(policy, tokenizer, base_dir: Path, cfg: TrainConfig, reward_fn: RewardFn, prompts: list[str],
-              run_dir: Path, callbacks: list, resume_from: Path | None, start_step: int, report_tb: bool):
-    """Run TRL PPO on a PEFT `policy` for cfg.steps updates (from `start_step` when resuming)."""
+              run_dir: Path, callbacks: list, resume_from: Path | None, start_step: int, report_tb: bool,
+              use_bf16: bool = False, ref_adapter: str | None = None):
+    """Run TRL PPO on a PEFT `policy` for cfg.steps updates (from `start_step` when resuming).
+
+    The KL reference is the base (adapters disabled), or the frozen adapter `ref_adapter` (a warm start).
+    With `use_bf16` the whole loop (rollouts, scoring, updates) runs under bf16 autocast."""
+    from soups.hardware import autocast
+
     from datasets import Dataset
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.ppo import PPOConfig, PPOTrainer
@@ -205,7 +237,8 @@ def train_ppo(policy, tokenizer, base_dir: Path, cfg: TrainConfig, reward_fn: Re
         local_rollout_forward_batch_size=cfg.batch_size, stop_token="eos", kl_coef=cfg.kl_coef,
         cliprange=cfg.cliprange, vf_coef=cfg.vf_coef, gamma=cfg.gamma, lam=cfg.lam,
         missing_eos_penalty=cfg.missing_eos_penalty, num_sample_generations=0, save_strategy="no",
-        per_device_eval_batch_size=1,
+        per_device_eval_batch_size=1, whiten_rewards=cfg.whiten_rewards, kl_estimator=cfg.kl_estimator,
+        **({"model_adapter_name": "default", "ref_adapter_name": ref_adapter} if ref_adapter else {}),
     )
     args.seed = cfg.seed + start_step  # a resumed run draws fresh, but repeatable, batches
     dtype = next(policy.parameters()).dtype
@@ -220,7 +253,7 @@ def train_ppo(policy, tokenizer, base_dir: Path, cfg: TrainConfig, reward_fn: Re
     if resume_from is not None:
         _ppo_load(trainer, resume_from)
     trainer.args.num_total_batches = cfg.steps - start_step
-    with _ppo_reward_hook(), contextlib.suppress(KLStop):
+    with _ppo_reward_hook(), contextlib.suppress(KLStop), autocast(use_bf16, str(trainer.accelerator.device)):
         trainer.train()
     return trainer.accelerator.unwrap_model(trainer.model).policy
 

@@ -1,0 +1,136 @@
+"""Supervised warm start (soups/train/warmstart.py) and PPO on top of it, on a tiny model.
+
+Checked against independent references: the selection against a best-of-n computed here; the
+distillation by the base's own log-likelihood of the picked answers (it must rise); PPO's KL
+reference by the frozen "reference" adapter being bit-equal to the warm-start adapter file;
+resume by a torn candidates line being dropped and the rest reused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from soups.train.warmstart import select
+PROMPTS = [f"Tell me something about topic number {i}." for i in range(64)]
+FAST = {"max_new_tokens": 8, "batch_size": 4, "eval_prompts": 8, "ppo_epochs": 2, "save_every": 1,
+        "learning_rate": 1e-2, "kl_coef": 0.05, "autocast": "off"}
+
+
+def letter_share(completions: list[str], prompts=None, **_) -> list[float]:
+    """Toy reward: the share of letters among the characters."""
+    return [sum(ch.isalpha() for ch in c) / max(len(c), 1) for c in completions]
+
+
+WS = {"prompts": 12, "samples": 3, "keep": 0.5, "temperature": 1.0, "max_new_tokens": 6, "gen_batch": 5,
+      "epochs": 2, "learning_rate": 5e-3, "batch_size": 4, "finished_only": False}
+
+
+def test_select_keeps_best_answer_per_prompt_then_top_share():
+    rows = [
+        {"prompt": "p1", "answers": ["aaaa", "a1!!", "zz"], "finished": [True, True, False]},
+        {"prompt": "p2", "answers": ["1111", "ab12"], "finished": [True, True]},
+        {"prompt": "p3", "answers": ["abcd", "...."], "finished": [False, True]},
+    ]
+    # reference: letter share per answer, computed here
+    share = {a: sum(c.isalpha() for c in a) / len(a) for r in rows for a in r["answers"]}
+    got = select(rows, letter_share, keep=1.0, finished_only=True)
+    # p3's only finished answer is "...." (share 0); finished ones rank first even when a longer one scores more
+    assert [(d["prompt"], d["answer"]) for d in got] == [("p1", "aaaa"), ("p2", "ab12"), ("p3", "....")]
+    assert got[0]["reward"] == pytest.approx(share["aaaa"])
+    assert got[0]["mean_reward"] == pytest.approx((share["aaaa"] + share["a1!!"] + share["zz"]) / 3)
+    top = select(rows, letter_share, keep=0.5, finished_only=True)
+    assert [d["prompt"] for d in top] == ["p1", "p2"]  # ceil(0.5 * 3) = 2 best prompts
+    loose = select(rows, letter_share, keep=1.0, finished_only=False)
+    assert {d["prompt"]: d["answer"] for d in loose}["p3"] == "...."  # finished still ranks before unfinished
+
+
+def _loglik(base_dir: Path, adapter_dir: Path | None, data: list[dict]) -> float:
+    """Mean log-likelihood per answer token of the chat-templated answers (independent forward pass)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for d in data:
+            p = tok.apply_chat_template([{"role": "user", "content": d["prompt"]}], add_generation_prompt=True,
+                                        tokenize=False)
+            p_ids = tok(p, add_special_tokens=False)["input_ids"]
+            a_ids = tok(d["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            ids = torch.tensor([p_ids + a_ids])
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, len(p_ids) - 1:-1], -1)
+            total += float(logp.gather(1, ids[0, len(p_ids):, None]).sum())
+            n += len(a_ids)
+    return total / n
+
+
+def test_warm_start_then_ppo_end_to_end(confident_base, tmp_path):
+    from safetensors.torch import load_file
+
+    from soups.train.expert import train_expert
+    from soups.train.warmstart import _read_jsonl
+
+    run, out = tmp_path / "run", tmp_path / "out"
+    kw = dict(base=confident_base, prompts=PROMPTS[:48], heldout=PROMPTS[48:], reward=letter_share,
+              statement="Answer with letters only.", run_dir=run, preset="cpu", progress=False)
+    info = train_expert("toy", out=out, overrides={**FAST, "steps": 2, "warm_start": WS}, **kw)
+
+    # candidates: the first 12 shuffled training prompts, 3 answers each, the statement was appended when sampling
+    rows = _read_jsonl(run / "warm_start" / "candidates.jsonl")
+    assert len(rows) == 12 and all(len(r["answers"]) == 3 for r in rows)
+    assert {r["prompt"] for r in rows} <= set(PROMPTS[:48])
+    ws_stage, ppo_stage = info["stages"]
+    assert ws_stage["stage"] == "warm_start" and ppo_stage["stage"] == "ppo" and ppo_stage["steps"] == 2
+    assert ws_stage["kept"] == 6 and ws_stage["picked_reward_mean"] >= ws_stage["candidate_reward_mean"]
+    assert [e["epoch"] for e in ws_stage["epochs"]] == [1, 2]
+
+    # distillation raised the likelihood of the picked answers (given the plain prompt) over the base's
+    picked = select(rows, letter_share, keep=0.5, finished_only=False)
+    adapter = run / "warm_start" / "adapter"
+    (adapter / "adapter_config.json").write_text((out / "adapter_config.json").read_text())
+    assert _loglik(confident_base, adapter, picked) > _loglik(confident_base, None, picked) + 0.5
+
+    # the shipped adapter is one LoRA (the trained one), and it moved away from the warm start
+    shipped = load_file(str(out / "adapter_model.safetensors"))
+    warm = load_file(str(adapter / "adapter_model.safetensors"))
+    assert set(shipped) == set(warm)
+    assert any(not torch.equal(shipped[k], warm[k]) for k in warm)
+
+    # the PPO checkpoint holds the frozen reference adapter, bit-equal to the warm start
+    ckpt = sorted((run / "checkpoints").glob("step-*"))[-1]
+    ref = load_file(str(ckpt / "reference" / "adapter_model.safetensors"))
+    assert set(ref) == set(warm) and all(torch.equal(ref[k], warm[k]) for k in warm)
+
+
+def test_warm_start_resume_drops_torn_line_and_reuses_candidates(confident_base, tmp_path):
+    from soups.train.expert import train_expert
+
+    run = tmp_path / "run"
+    kw = dict(base=confident_base, prompts=PROMPTS[:48], heldout=PROMPTS[48:], reward=letter_share,
+              statement="Answer with letters only.", run_dir=run, preset="cpu", progress=False,
+              overrides={**FAST, "steps": 1, "warm_start": {**WS, "epochs": 1}})
+    train_expert("toy", out=tmp_path / "a", **kw)
+    cands = run / "warm_start" / "candidates.jsonl"
+    lines = cands.read_text().splitlines()
+    kept = lines[:7]
+    cands.write_text("\n".join(kept) + "\n" + lines[7][: len(lines[7]) // 2])  # a write killed mid-line
+    for stale in ("heldout.json", "adapter"):
+        p = run / "warm_start" / stale
+        if p.is_dir():
+            import shutil
+
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    train_expert("toy", out=tmp_path / "b", resume=True, force=True, **kw)
+    again = cands.read_text().splitlines()
+    assert again[:7] == kept  # reused, not resampled
+    assert len(again) == 12 and all(json.loads(x) for x in again)

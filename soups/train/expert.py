@@ -285,6 +285,7 @@ class ExpertRecipe:
     def finish(self, before: dict, after: dict, t0: float) -> dict[str, Any]:
         import soups
         from soups.train.heldout import bootstrap_ci, fluency
+        from soups.train.curves import curve_rows
         from soups.train.progress import read_metrics
 
         metrics = read_metrics(self.run_dir / "metrics.jsonl")
@@ -304,6 +305,7 @@ class ExpertRecipe:
             "reward": {"before": bootstrap_ci(before["rewards"]), "after": bootstrap_ci(after["rewards"])},
             "fluency": fluency(before["ppl"], after["ppl"]),
             "samples": {"before": before["samples"], "after": after["samples"]},
+            "curve": curve_rows(metrics),
             "wall_time_s": round(time.time() - t0, 1),
             "train_time_s": round(sum(step_times), 1),
             "sec_per_step": round(sum(step_times) / len(step_times), 2) if step_times else None,

@@ -40,12 +40,9 @@ bench: install
 
 # Shipped experts: PPO after a supervised warm start, `cpu` preset, seed 0 (README "Training experts");
 # resumable (rerun `make experts` after any interruption), one thread per run, EXPERT_JOBS runs at once.
-EXPERT_DIMS := concise informative friendly unfriendly expert elementary
 EXPERT_JOBS ?= 2
 experts: install
-	printf '%s\n' $(EXPERT_DIMS) | OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 xargs -P $(EXPERT_JOBS) -I{} \
-	  $(BIN)/soups train-expert --dim {} --algo ppo --preset cpu --run-dir runs/make-experts/{} \
-	    --out experts/{} --resume --force --quiet
+	bash scripts/train_experts.sh $(BIN) $(EXPERT_JOBS)
 
 # the README's results: the paper's 8 combinations and one sweep, on the shipped experts
 eval: install

@@ -30,6 +30,8 @@ def train_expert_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out / restart a run with checkpoints."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any config field, KEY=VALUE "
+                                             "(dotted for sections; repeatable): --set max_new_tokens=384."),
 ) -> None:
     """Train a LoRA expert for one preference dimension against its reward (PPO, RLOO or GRPO via TRL).
 
@@ -40,10 +42,12 @@ def train_expert_cmd(
 
         soups train-expert --dim concise
         soups train-expert --dim friendly --algo grpo --steps 40 --out experts/friendly --force
+        soups train-expert --dim informative --set max_new_tokens=384 --set warm_start.max_new_tokens=384
         accelerate launch --num_processes 8 -m soups train-expert --dim concise --preset paper
     """
     import torch
 
+    from soups.train.config import parse_set
     from soups.train.expert import train_expert
 
     if algo is not None and algo not in ("ppo", "rloo", "grpo"):
@@ -57,7 +61,8 @@ def train_expert_cmd(
         auto = "paper" if torch.cuda.is_available() else "cpu"
         preset = auto if auto in list_presets(config) else None
     info = train_expert(
-        dim, base=base, config=config, preset=preset, overrides={"algo": algo, "steps": steps, "seed": seed},
+        dim, base=base, config=config, preset=preset,
+        overrides={**parse_set(set_ or []), "algo": algo, "steps": steps, "seed": seed},
         out=out, run_dir=run_dir, prompts=prompts, resume=resume, force=force, progress=not quiet,
     )
     if info:

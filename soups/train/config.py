@@ -134,7 +134,16 @@ def load_config(
         data = {**data, **p}
         if lora:
             data["lora"] = lora
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        *parents, leaf = key.split(".")  # dotted keys (`warm_start.max_new_tokens`) reach into sections
+        node = data
+        for part in parents:
+            child = node.get(part)
+            node[part] = child = dict(child) if isinstance(child, dict) else {}
+            node = child
+        node[leaf] = value
     try:
         return TrainConfig(**data)
     except ValidationError as e:
@@ -142,6 +151,22 @@ def load_config(
             f"{'.'.join(str(x) for x in err['loc'])}={err.get('input')!r}: {err['msg']}" for err in e.errors()
         )
         raise ConfigError(f"{path} (preset {preset or '-'}): {problems}") from None
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` flags -> overrides; VALUE is read as YAML (`384`, `1e-4`, `false`, `[a, b]`)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set warm_start.max_new_tokens=384")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML; quote it or fix it") from None
+    return out
 
 
 def list_presets(path: Path | None = None) -> list[str]:

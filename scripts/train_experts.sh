@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Train the shipped experts: PPO after a supervised warm start, `cpu` preset, seed 0 (what `make experts` runs).
+# Resumable: rerun after any interruption and each run continues from its last checkpoint.
+#
+#   scripts/train_experts.sh [PYTHON_BIN_DIR] [JOBS]      # defaults: .venv/bin 2
+#
+# Each run uses one thread; JOBS runs go at once. Runs live in runs/make-experts/<dim>, logs beside them;
+# a finished expert is written to experts/<dim> (replacing the shipped one). OUT_ROOT=dir writes the
+# experts there instead (to compare before shipping).
+set -euo pipefail
+BIN=${1:-.venv/bin}
+JOBS=${2:-2}
+OUT_ROOT=${OUT_ROOT:-experts}
+# informative answers need room to finish: a 384-token budget for its candidates and rollouts
+declare -A EXTRA=([informative]="--set max_new_tokens=384 --set warm_start.max_new_tokens=384")
+DIMS=${DIMS:-concise informative friendly unfriendly expert elementary}
+mkdir -p runs/make-experts
+run_one() {
+  local d=$1
+  # shellcheck disable=SC2086
+  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 "$BIN/soups" train-expert --dim "$d" --algo ppo --preset cpu ${EXTRA[$d]:-} \
+    --run-dir "runs/make-experts/$d" --out "$OUT_ROOT/$d" --resume --force --quiet \
+    > "runs/make-experts/$d.log" 2>&1 && echo "train_experts: $d done" || { echo "train_experts: $d FAILED (runs/make-experts/$d.log)"; return 1; }
+}
+export BIN OUT_ROOT
+printf '%s\n' $DIMS | xargs -P "$JOBS" -I{} bash -c "$(declare -A -p EXTRA); $(declare -f run_one); run_one {}"

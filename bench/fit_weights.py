@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from soups.prefs.active import select_pair
-from soups.prefs.fit import DEFAULT_OPPOSITES, cosine, fit_bt, opposing_pairs, sigmoid
+from soups.prefs.fit import cosine, fit_bt, opposing_pairs, sigmoid
 from soups.prefs.pool import candidate_pairs, load_pool
 from soups.prefs.population import fit_population
 
@@ -58,7 +58,9 @@ def load_features(kind: str, seed: int = 0) -> tuple[np.ndarray, list, list[str]
     base = rng.normal(size=(len(pool), 3))  # three latent axes; each pair of dims reads one axis, noisily
     phi = np.stack([s * base[:, k] + 0.5 * rng.normal(size=len(pool)) for k in range(3) for s in (1, -1)], axis=1)
     phi = (phi - phi.mean(0)) / phi.std(0)
-    return phi, pool, dims, dict(DEFAULT_OPPOSITES), f"synthetic Gaussian features ({len(pool)} responses)"
+    from soups.prefs.features import opposites_for
+
+    return phi, pool, dims, opposites_for(dims), f"synthetic Gaussian features ({len(pool)} responses)"
 
 
 def net_vector(w: np.ndarray, dims: list[str], opp: dict) -> np.ndarray:

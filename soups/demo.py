@@ -34,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from soups.base import resolve_base
+    from soups.dimensions import load_dimension
     from soups.errors import SoupsError
     from soups.eval.generate import generate_chat
-    from soups.merge.engine import MergeSpec, default_expert_names, merge
+    from soups.merge.engine import merge
+    from soups.recipe import Soup
     from soups.rewards import get_reward
 
     console = Console()
@@ -46,9 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"base: {base}")
 
         console.rule("[bold]2. merge the shipped experts")
-        names = default_expert_names()
         t0 = time.perf_counter()
-        res = merge(MergeSpec(experts=names, weights=args.weights, out=args.out / "soup", force=True), progress=True)
+        res = merge(Soup.build(None, args.weights), args.out / "soup", force=True, progress=True)
         mix = ", ".join(f"{n}={w:.2g}" for n, w in res.weights.items())
         console.print(
             f"soups merge --weights {args.weights} --out {res.out}   ({mix}; {time.perf_counter() - t0:.1f} s)"
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     scores.add_column("base", justify="right")
     scores.add_column("soup", justify="right")
     for dim in declared:
-        reward = get_reward(dim)
+        reward = get_reward(load_dimension(dim))
         b, s = (sum(reward(answers[k], PROMPTS)) / len(PROMPTS) for k in ("base", "soup"))
         scores.add_row(dim, f"{b:.3f}", f"{s:.3f}")
     words = {k: sum(len(a.split()) for a in v) / len(v) for k, v in answers.items()}

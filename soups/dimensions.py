@@ -1,15 +1,20 @@
-"""Dimensions: one axis of preference each, defined by `experts/<name>.yaml`.
+"""Dimensions: one axis of preference each, defined by `experts/<name>.yaml`, the single source.
 
 A dimension file names the axis, describes it in one line, gives the preference statement a
 judge (or a prompt) uses, verbatim from the Personalized Soups paper for the shipped six, its
-opposite if any, and its reward spec (soups/rewards/spec.py):
+opposite if any, its reward (any registered kind, soups/rewards/) and the held-out metric that
+evaluates it (soups/eval/scorers.py) with the direction it wants:
 
     name: concise
     description: Short answers that still answer the question.
     statement: Generate a response that is concise and to the point without being verbose.
     opposite: informative
     reward:
-      kind: rule          # rule | model | judge
+      kind: rule          # rule | model | judge, or a registered kind
+      scorer: concise     # a rule scorer, or package.module:function
+    heldout:
+      metric: words       # a held-out metric, or package.module:function(text) -> float
+      better: lower
 
 Every `experts/*.yaml` is a dimension except `experts/default.yaml` (the default expert set)
 and anything under `experts/configs/`. A user adds a dimension by adding a file. The folder is
@@ -21,21 +26,34 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator
 
 from soups.config import experts_dir
 from soups.errors import ConfigError
-from soups.rewards.spec import RewardSpec
+from soups.rewards import RewardConfig, parse_config
 
 log = logging.getLogger(__name__)
 
 NOT_DIMENSIONS = {"default.yaml"}  # the default expert set, not a dimension
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
-__all__ = ["Dimension", "RewardSpec", "dimension_files", "list_dimensions", "load_dimension"]
+__all__ = ["Dimension", "Heldout", "dimension_files", "list_dimensions", "load_dimension"]
+
+
+class Heldout(BaseModel):
+    """How evaluation measures the dimension: a metric (independent of the reward) and its good direction."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str = Field(description="a held-out metric (grade, words, distinct, sentiment) or package.module:function")
+    better: Literal["higher", "lower"] = Field(description="which way the dimension moves the metric")
+
+    @property
+    def direction(self) -> int:
+        return 1 if self.better == "higher" else -1
 
 
 class Dimension(BaseModel):
@@ -48,8 +66,14 @@ class Dimension(BaseModel):
     statement: str = Field(description="The preference statement given to a judge (the paper's wording).")
     opposite: str | None = Field(None, description="The dimension at the other end of this axis, if any.")
     paper_id: str | None = Field(None, description="The paper's label (P1A..P3B) for the shipped six.")
-    reward: RewardSpec = Field(default_factory=RewardSpec, description="How this dimension is scored.")
+    reward: SerializeAsAny[RewardConfig] = Field(description="How training scores it: a reward kind and its fields.")
+    heldout: Heldout | None = Field(None, description="How evaluation measures it (held-out metric, direction).")
     source: Path | None = Field(None, exclude=True, description="The YAML file it was loaded from.")
+
+    @field_validator("reward", mode="wrap")
+    @classmethod
+    def _reward_of_its_kind(cls, v: Any, handler: Any, info: ValidationInfo) -> RewardConfig:
+        return parse_config(v, info.context)
 
     @field_validator("name", "opposite")
     @classmethod
@@ -105,7 +129,7 @@ def _parse(path: Path) -> Dimension:
         raise ConfigError(f"{path}:1: a dimension file must be a YAML mapping (name, description, statement, ...)")
     data.setdefault("name", path.stem)
     try:
-        dim = Dimension.model_validate({**data, "source": path})
+        dim = Dimension.model_validate({**data, "source": path}, context={"folder": path.parent})
     except ValidationError as e:
         problems = []
         for err in e.errors():
@@ -118,8 +142,6 @@ def _parse(path: Path) -> Dimension:
         raise ConfigError("; ".join(problems)) from None
     if dim.name != path.stem:
         raise ConfigError(f"{path}: field `name` is {dim.name!r} but the file is {path.name}; make them match")
-    if dim.reward.kind == "model" and dim.reward.path and not Path(dim.reward.path).expanduser().is_absolute():
-        dim.reward.path = str((path.parent / dim.reward.path).resolve())
     return dim
 
 

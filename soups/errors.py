@@ -41,3 +41,9 @@ class DataError(SoupsError):
 
 class RewardError(SoupsError):
     """A reward that cannot be built or reached (unknown kind, unreachable judge...)."""
+
+
+class ServerError(SoupsError):
+    """A server that would not start or stopped (vLLM); the message names its log file."""
+
+    exit_code = 1

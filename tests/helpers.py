@@ -160,6 +160,13 @@ def set_norms(model_dir: Path, value: float = 1.0, dtype: str = "float32", only:
     return Path(model_dir)
 
 
+def dimension(name: str = "concise", statement: str = "Generate a response that is concise.", **reward):
+    """A Dimension (soups.dimensions) with the given `reward:` block, built in memory (no file)."""
+    from soups.dimensions import Dimension
+
+    return Dimension(name=name, description="A test dimension.", statement=statement, reward=reward)
+
+
 # ----------------------------------------------------------------------------- the CLI
 @dataclass
 class CliResult:

@@ -49,8 +49,14 @@ def test_shipped_six_match_the_paper():
     for name, (pid, opposite, statement) in PAPER.items():
         d = dims[name]
         assert (d.paper_id, d.opposite, d.statement) == (pid, opposite, statement)
-        assert d.reward.kind == "rule" and d.description
+        assert d.reward.kind == "rule" and d.reward.scorer == name and d.description
         assert dims[d.opposite].opposite == name  # opposing pairs are symmetric
+    # held-out metrics, written here from the paper's axes: audience by reading grade, length and depth by
+    # word counts, tone by sentiment; opposites want opposite directions of the same axis's metric
+    want = {"elementary": ("grade", "lower"), "expert": ("grade", "higher"), "concise": ("words", "lower"),
+            "informative": ("distinct", "higher"), "friendly": ("sentiment", "higher"),
+            "unfriendly": ("sentiment", "lower")}
+    assert {n: (dims[n].heldout.metric, dims[n].heldout.better) for n in PAPER} == want
 
 
 def test_every_shipped_yaml_is_a_valid_dimension_except_default_and_configs():
@@ -114,12 +120,18 @@ def test_bad_fields_are_reported_together_with_their_lines(experts):
 
 
 def test_kind_specific_fields_are_required(experts):
-    write(experts, "j", "name: j\ndescription: d\nstatement: s\nreward:\n  kind: judge\n  url: http://x/v1\n")
-    with pytest.raises(ConfigError, match="kind 'judge' needs `model`"):
+    path = write(experts, "j", "name: j\ndescription: d\nstatement: s\nreward:\n  kind: judge\n  url: http://x/v1\n")
+    with pytest.raises(ConfigError, match=rf"{path}:4: field `reward.model`: Field required"):
         load_dimension("j")
-    write(experts, "m", "name: m\ndescription: d\nstatement: s\nreward: {kind: model}\n")
-    with pytest.raises(ConfigError, match="kind 'model' needs `path`"):
+    path = write(experts, "m", "name: m\ndescription: d\nstatement: s\nreward: {kind: model}\n")
+    with pytest.raises(ConfigError, match=rf"{path}:4: field `reward.path`: Field required"):
         load_dimension("m")
+    path = write(experts, "r", "name: r\ndescription: d\nstatement: s\nreward: {kind: rule, scorer: concise, n0: 3}\n")
+    with pytest.raises(ConfigError, match=rf"{path}:4: field `reward.n0`: Extra inputs are not permitted"):
+        load_dimension("r")
+    path = write(experts, "h", GOOD.format(name="h") + "heldout: {metric: words, better: shorter}\n")
+    with pytest.raises(ConfigError, match=rf"{path}:\d+: field `heldout.better`: Input should be 'higher' or 'lower'"):
+        load_dimension("h")
 
 
 def test_model_path_is_relative_to_the_yaml(experts):

@@ -1,4 +1,4 @@
-"""soups.eval.stats against cases computed by hand (and by exact enumeration of the bootstrap)."""
+"""soups.stats against cases computed by hand (and by exact enumeration of the bootstrap)."""
 
 import itertools
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from soups.eval.stats import bootstrap_ci, outcomes, win_rate, win_rate_from_outcomes
+from soups.stats import bootstrap_ci, outcomes, win_rate, win_rate_from_outcomes
 
 
 def test_bootstrap_two_points():
@@ -76,10 +76,21 @@ def test_bad_inputs():
 
 def test_verdict_and_pareto():
     from soups.eval.report import verdict
-    from soups.eval.stats import pareto_front
+    from soups.stats import pareto_front
 
     assert verdict({"lo": 0.51, "hi": 0.9}) == "wins" and verdict({"lo": 0.1, "hi": 0.49}) == "loses"
     assert verdict({"lo": 0.5, "hi": 0.8}) == "unclear"  # an interval touching 1/2 is not a win
     # (1,1) dominates (0,0) and (1,0); (0,2) and (2,-1) trade off; a duplicate of a front point stays
     pts = [(1, 1), (0, 0), (1, 0), (0, 2), (2, -1), (1, 1)]
     assert pareto_front(pts) == [0, 3, 4, 5]
+
+
+def test_one_interval_shape_for_results_and_expert_json():
+    from soups.stats import summarize
+    from soups.train.heldout import bootstrap_ci as expert_json_summary
+
+    d = summarize([2.5] * 4)
+    assert d == {"mean": 2.5, "lo": 2.5, "hi": 2.5, "n": 4, "ci95": [2.5, 2.5]}
+    assert expert_json_summary is summarize  # expert.json's reward before/after is the same helper
+    wr = win_rate([1, 2], [0, 3]).to_dict()
+    assert (wr["wins"], wr["losses"], wr["ci95"]) == (1, 1, [wr["lo"], wr["hi"]])

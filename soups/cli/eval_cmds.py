@@ -7,13 +7,12 @@ from pathlib import Path
 import typer
 
 from soups.cli import app
+from soups.cli.options import method_help, parse_params, split_list
 
 _PROMPTS = "A shipped prompt set (heldout, train) or a file: .jsonl with a `prompt` field, .txt one per line."
 _EXPERTS = "Comma-separated expert names (under experts/) or directories; default: experts/default.yaml."
-
-
-def _split(text: str | None) -> list[str] | None:
-    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+_PARAM = "A parameter of the merge method, KEY=VALUE, repeatable (e.g. --param rank=16 for svd)."
+_SCORER = "DIM=METRIC[:higher|lower]: the held-out metric of a dimension (default: its file's `heldout`)."
 
 
 @app.command("generate")
@@ -24,7 +23,8 @@ def generate_cmd(
     experts: str | None = typer.Option(None, "--experts", help=_EXPERTS),
     weights: str | None = typer.Option(None, "--weights", help="Build the soup on the fly: `1,0,1` or `concise=1`."),
     base: str = typer.Option("default", "--base", help="Base model for --weights: `default` or a directory."),
-    method: str = typer.Option("exact", "--method", help="Merge method for --weights (exact, linear, svd)."),
+    method: str = typer.Option("exact", "--method", help=method_help()),
+    param: list[str] | None = typer.Option(None, "--param", help=_PARAM),
     system: str | None = typer.Option(None, "--system", help="System prompt for every request."),
     engine: str = typer.Option("transformers", "--engine", help="transformers, or vllm (when installed)."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Tokens to generate per response."),
@@ -43,10 +43,10 @@ def generate_cmd(
     """
     from soups.eval.systems import generate_responses
 
-    path = generate_responses(prompts, out, soup=soup, experts=_split(experts), weights=weights, base=base,
-                              method=method, system=system, engine=engine, max_new_tokens=max_new_tokens,
-                              batch_size=batch_size, greedy=not sample, seed=seed, dtype=dtype, limit=limit,
-                              force=force)
+    path = generate_responses(prompts, out, soup=soup, experts=split_list(experts), weights=weights, base=base,
+                              method=method, params=parse_params(param), system=system, engine=engine,
+                              max_new_tokens=max_new_tokens, batch_size=batch_size, greedy=not sample, seed=seed,
+                              dtype=dtype, limit=limit, force=force)
     typer.echo(str(path))
 
 
@@ -57,7 +57,7 @@ def _scorer_overrides(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         dim, sep, spec = item.partition("=")
         if not sep or not dim or not spec:
-            raise ConfigError(f"--scorer {item}: use DIMENSION=METRIC[:+1|-1], e.g. --scorer brevity=words:-1")
+            raise ConfigError(f"--scorer {item}: use DIMENSION=METRIC[:higher|lower], e.g. --scorer x=words:lower")
         out[dim.strip()] = spec.strip()
     return out
 
@@ -68,7 +68,8 @@ def eval_cmd(
     experts: str | None = typer.Option(None, "--experts", help=_EXPERTS),
     out: Path = typer.Option(Path("eval_out"), "--out", help="Output folder (results.json, CSVs, responses)."),
     base: str = typer.Option("default", "--base", help="Base model: `default` or a directory."),
-    method: str = typer.Option("exact", "--method", help="Merge method of the soup (exact, linear, svd)."),
+    method: str = typer.Option("exact", "--method", help=method_help()),
+    param: list[str] | None = typer.Option(None, "--param", help=_PARAM),
     prompts: str = typer.Option("heldout", "--prompts", help=_PROMPTS),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N prompts."),
     baselines: str = typer.Option("linear,base,prompted,experts", "--baselines", help="Baselines to compare with."),
@@ -76,7 +77,7 @@ def eval_cmd(
     batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generation batch."),
     seed: int = typer.Option(0, "--seed", help="Seed for bootstrap resampling."),
     dtype: str | None = typer.Option(None, "--dtype", help="float32 (CPU default), bfloat16, float16 or auto."),
-    scorer: list[str] | None = typer.Option(None, "--scorer", help="DIM=METRIC[:+1|-1] for a custom dimension."),
+    scorer: list[str] | None = typer.Option(None, "--scorer", help=_SCORER),
     judge_url: str | None = typer.Option(None, "--judge-url", help="OpenAI-compatible endpoint for pairwise judging."),
     judge_model: str | None = typer.Option(None, "--judge-model", help="The judge model's name at --judge-url."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Regenerate instead of reusing cached responses."),
@@ -93,8 +94,9 @@ def eval_cmd(
     from soups.eval.evaluate import EvalConfig, evaluate
     from soups.eval.report import print_report
 
-    cfg = EvalConfig(weights=weights, out=out, experts=_split(experts), base=base, method=method, prompts=prompts,
-                     limit=limit, baselines=tuple(_split(baselines) or ()), max_new_tokens=max_new_tokens,
+    cfg = EvalConfig(weights=weights, out=out, experts=split_list(experts), base=base, method=method,
+                     params=parse_params(param), prompts=prompts, limit=limit,
+                     baselines=tuple(split_list(baselines) or ()), max_new_tokens=max_new_tokens,
                      batch_size=batch_size, seed=seed, dtype=dtype, scorers=_scorer_overrides(scorer),
                      judge_url=judge_url, judge_model=judge_model, cache=None if no_cache else "default", force=force)
     print_report(evaluate(cfg))
@@ -106,14 +108,16 @@ def sweep_cmd(
     grid: int = typer.Option(5, "--grid", help="Points per edge: weights step by 1/(grid-1)."),
     out: Path = typer.Option(Path("sweep_out"), "--out", help="Output folder (sweep.csv, sweep.json, sweep.png)."),
     base: str = typer.Option("default", "--base", help="Base model: `default` or a directory."),
-    methods: str = typer.Option("exact,linear", "--methods", help="Soups to build at each point: exact, linear."),
+    methods: str = typer.Option("exact,linear", "--methods", help="Merge methods to build at each point, "
+                                "comma-separated: any of `--method` in `soups merge --help`."),
+    param: list[str] | None = typer.Option(None, "--param", help=_PARAM),
     prompts: str = typer.Option("heldout", "--prompts", help=_PROMPTS),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N prompts."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Tokens to generate per response."),
     batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generation batch."),
     seed: int = typer.Option(0, "--seed", help="Seed for bootstrap resampling."),
     dtype: str | None = typer.Option(None, "--dtype", help="float32 (CPU default), bfloat16, float16 or auto."),
-    scorer: list[str] | None = typer.Option(None, "--scorer", help="DIM=METRIC[:+1|-1] for a custom dimension."),
+    scorer: list[str] | None = typer.Option(None, "--scorer", help=_SCORER),
     no_cache: bool = typer.Option(False, "--no-cache", help="Regenerate instead of reusing cached responses."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
 ) -> None:
@@ -125,9 +129,9 @@ def sweep_cmd(
     """
     from soups.eval.sweep import SweepConfig, sweep
 
-    cfg = SweepConfig(experts=_split(experts) or [], out=out, grid=grid, base=base,
-                      methods=tuple(_split(methods) or ()), prompts=prompts, limit=limit,
-                      max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, dtype=dtype,
+    cfg = SweepConfig(experts=split_list(experts) or [], out=out, grid=grid, base=base,
+                      methods=tuple(split_list(methods) or ()), params=parse_params(param), prompts=prompts,
+                      limit=limit, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, dtype=dtype,
                       scorers=_scorer_overrides(scorer), cache=None if no_cache else "default", force=force)
     result = sweep(cfg)
     for method, why in result["skipped"].items():

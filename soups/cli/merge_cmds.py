@@ -9,10 +9,7 @@ from typing import Optional
 import typer
 
 from soups.cli import app
-
-
-def _split(text: str | None) -> list[str] | None:
-    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+from soups.cli.options import method_help, parse_params, split_list
 
 
 @app.command("merge")
@@ -38,14 +35,11 @@ def merge_cmd(
     weights_from: Optional[Path] = typer.Option(
         None, "--weights-from", help="user.json from `soups fit-weights` / `soups ask`."
     ),
-    method: Optional[str] = typer.Option(
-        None,
-        "--method",
-        "-m",
-        help="exact (default: true weighted sum of deltas) | linear (the paper's per-matrix averaging; "
-        "adds cross terms) | svd (exact, truncated to --rank).",
+    method: Optional[str] = typer.Option(None, "--method", "-m", help=method_help()),
+    param: Optional[list[str]] = typer.Option(
+        None, "--param", "-P", help="A parameter of the method, KEY=VALUE, repeatable (e.g. --param rank=16)."
     ),
-    rank: Optional[int] = typer.Option(None, "--rank", help="Target rank for --method svd."),
+    rank: Optional[int] = typer.Option(None, "--rank", help="Shorthand for --param rank=K (method svd)."),
     format: Optional[str] = typer.Option(
         None, "--format", "-f", help="full (a merged checkpoint, default) | adapter (one PEFT LoRA adapter)."
     ),
@@ -72,47 +66,21 @@ def merge_cmd(
         soups merge --recipe merge_recipes/concise_expert.yaml --out model/ --force
     """
     from soups.errors import ConfigError
-    from soups.merge.engine import MergeSpec, merge
-    from soups.merge.recipe import Recipe, load_recipe
+    from soups.merge.engine import merge
+    from soups.recipe import soup_from_flags
 
-    rec = load_recipe(recipe) if recipe else None
-    names = _split(experts)
-    if weights_from is not None:
-        if weights is not None:
-            raise ConfigError("--weights and --weights-from both given; use one")
-        from soups.weights import weights_from_file
-
-        names_from, weights = weights_from_file(weights_from)
-        names = names or names_from
-    if rec is not None and names is None:
-        names = list(rec.experts)
-        weights = weights if weights is not None else ",".join(f"{v:g}" for v in rec.experts.values())
-    rec = rec or Recipe(experts={"_": 1.0})
-    if weights is None:
-        raise ConfigError("--weights is required (or --recipe / --weights-from); e.g. --weights 1,0,1")
     if out is None:
         raise ConfigError("--out is required: the directory to write the soup to")
-    spec = MergeSpec(
-        experts=names or [],
-        weights=weights,
-        out=out,
-        base=base or rec.base,
-        method=method or rec.method,
-        rank=rank if rank is not None else rec.rank,
-        format=format or rec.format,
-        normalize=False if no_normalize else rec.normalize,
-        dtype=dtype or rec.dtype,
-        shard_size=shard_size,
-        force=force,
-        allow_pickle=allow_pickle,
-    )
-    result = merge(spec, progress=True)
+    params = parse_params(param) | ({"rank": rank} if rank is not None else {})
+    soup = soup_from_flags(recipe, experts=split_list(experts), weights=weights, weights_from=weights_from, base=base,
+                           method=method, params=params, format=format, no_normalize=no_normalize, dtype=dtype)
+    result = merge(soup, out, progress=True, shard_size=shard_size, force=force, allow_pickle=allow_pickle)
     mix = ", ".join(f"{n}={w:.3g}" for n, w in result.weights.items())
-    typer.echo(f"wrote {result.format} soup ({result.method}: {mix}) to {result.out}")
-    if result.energy:
-        vals = list(result.energy.values())
-        typer.echo(f"svd kept energy per module: min {min(vals):.4f}, mean {sum(vals) / len(vals):.4f}")
-    if result.format == "adapter":
+    typer.echo(f"wrote {soup.format} soup ({soup.method}: {mix}) to {result.out}")
+    for key, per_module in result.report.items():
+        vals = list(per_module.values())
+        typer.echo(f"{soup.method} {key} per module: min {min(vals):.4f}, mean {sum(vals) / len(vals):.4f}")
+    if soup.format == "adapter":
         if result.max_lora_rank:
             typer.echo(
                 f"LoRA rank {result.rank}; serve with vLLM: --enable-lora --max-lora-rank {result.max_lora_rank}"
@@ -121,6 +89,24 @@ def merge_cmd(
             typer.echo(
                 f"LoRA rank {result.rank} exceeds vLLM's largest --max-lora-rank (512); use --method svd --rank K"
             )
+
+
+@app.command("methods")
+def methods_cmd() -> None:
+    """List the merge methods (the registry in soups/merge/methods.py): name, parameters, what it does.
+
+    Example: soups methods
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from soups.merge.methods import METHODS
+
+    table = Table("method", "parameters (--param KEY=VALUE)", "what it does")
+    for m in METHODS.values():
+        params = "\n".join(f"{k}: {f.description or ''}" for k, f in m.params.model_fields.items()) or "-"
+        table.add_row(m.name, params, m.help)
+    Console(width=160).print(table)
 
 
 @app.command("experts")
@@ -135,7 +121,7 @@ def experts_cmd() -> None:
     from soups.config import experts_dir
     from soups.errors import SoupsError
     from soups.io.adapter import CONFIG_NAME, load_adapter
-    from soups.merge.engine import default_expert_names
+    from soups.recipe import default_expert_names
 
     try:
         default = default_expert_names()

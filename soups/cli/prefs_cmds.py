@@ -8,16 +8,13 @@ from typing import Annotated
 import typer
 
 from soups.cli import app
+from soups.cli.options import split_list
 
 Pool = Annotated[Path | None, typer.Option("--pool", help="Candidate pool JSONL {prompt, response, source}.")]
 Dims = Annotated[str | None, typer.Option("--dims", help="Comma-separated dimensions; default: all in experts/.")]
 Prior = Annotated[Path | None, typer.Option("--prior", help="Population prior (from fit-population) or a user.json.")]
 Strength = Annotated[float, typer.Option("--prior-strength", min=1e-6, help="L2 precision toward the prior mean.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace existing output files.")]
-
-
-def _dims(value: str | None) -> list[str] | None:
-    return [d.strip() for d in value.split(",") if d.strip()] if value else None
 
 
 @app.command("ask")
@@ -48,8 +45,9 @@ def ask(
     """
     from soups.prefs.ask import AskConfig, run_ask
 
-    cfg = AskConfig(rounds=rounds, answers=answers, out=out, pool=pool, dims=_dims(dims), resume=resume, force=force,
-                    prior=prior, prior_prec=prior_strength, strategy="random" if random_order else "eig", seed=seed)
+    cfg = AskConfig(rounds=rounds, answers=answers, out=out, pool=pool, dims=split_list(dims), resume=resume,
+                    force=force, prior=prior, prior_prec=prior_strength, strategy="random" if random_order else "eig",
+                    seed=seed)
     try:
         profile = run_ask(cfg, read=input, echo=typer.echo)
     except KeyboardInterrupt:
@@ -80,7 +78,7 @@ def fit_weights(
 
     if out.exists() and not force:  # check before the (possibly slow) reward scoring
         raise OutputExistsError(f"--out {out}: file exists; pass --force to replace it")
-    _, profile = fit_answers_file(answers, _dims(dims), pool, prior, prior_strength, soup_out=f"{out.stem}_soup")
+    _, profile = fit_answers_file(answers, split_list(dims), pool, prior, prior_strength, soup_out=f"{out.stem}_soup")
     write_user_json(out, profile, force=force)
     typer.echo(format_profile(profile))
     typer.echo(f"Saved {out}")
@@ -108,7 +106,7 @@ def fit_population(
 
     if out.exists() and not force:
         raise OutputExistsError(f"--out {out}: file exists; pass --force to replace it")
-    prior = fit_population_files(answers, _dims(dims), pool, prior_strength)
+    prior = fit_population_files(answers, split_list(dims), pool, prior_strength)
     write_user_json(out, prior, force=force)
     typer.echo(f"Population prior from {prior['n_users']} users over {', '.join(prior['dimensions'])}")
     typer.echo("  mean: " + ", ".join(f"{d}={m:+.2f}" for d, m in zip(prior["dimensions"], prior["mean"])))
@@ -140,7 +138,7 @@ def build_pool_cmd(
 
     if out.exists() and not force:
         raise OutputExistsError(f"--out {out}: file exists; pass --force to replace it")
-    experts = find_experts(experts_dir or default_experts_dir(), _dims(dims))
+    experts = find_experts(experts_dir or default_experts_dir(), split_list(dims))
     texts = load_prompts(prompts)[:limit]
     with tempfile.TemporaryDirectory(prefix=".soups-pool-", dir=out.parent.absolute()) as work:
         gen = soup_generator(experts, work, base=base, max_new_tokens=max_new_tokens)

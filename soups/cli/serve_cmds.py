@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from soups.cli import app
+from soups.cli.options import method_help, split_list
 
 serve_app = typer.Typer(no_args_is_help=False, rich_markup_mode="markdown")
 app.add_typer(serve_app, name="serve")
@@ -80,8 +81,7 @@ def serve_cmd(
         log_file=log_file,
         extra_args=list(vllm_arg),
     )
-    names = [s.strip() for s in experts.split(",") if s.strip()] if experts else None
-    serve(users, opts, experts=names, echo=lambda msg: typer.echo(msg, err=True))
+    serve(users, opts, experts=split_list(experts), echo=lambda msg: typer.echo(msg, err=True))
 
 
 @serve_app.command("add")
@@ -91,7 +91,7 @@ def serve_add_cmd(
     recipe: Optional[Path] = typer.Option(
         None, "--recipe", "-r", help="merge_recipes/NAME.yaml instead of --weights."
     ),
-    method: str = typer.Option("exact", "--method", "-m", help="exact | linear | svd (with --weights)."),
+    method: str = typer.Option("exact", "--method", "-m", help=method_help() + " With --weights."),
     host: str = typer.Option("127.0.0.1", "--host", help="The running `soups serve`'s host."),
     port: int = typer.Option(8000, "--port", "-p", help="The running `soups serve`'s port."),
 ) -> None:

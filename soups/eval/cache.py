@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,9 +68,7 @@ class ResponseCache:
             return None
 
     def put(self, key: str, responses: Sequence[str]) -> None:
-        if self.root is None:
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{key}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps({"responses": list(responses)}))
-        os.replace(tmp, self.root / f"{key}.json")
+        from soups.io.atomic import atomic_write_text
+
+        if self.root is not None:
+            atomic_write_text(self.root / f"{key}.json", json.dumps({"responses": list(responses)}), force=True)

@@ -22,7 +22,8 @@ from pathlib import Path
 from soups.errors import ConfigError, SoupsError
 from soups.eval.cache import ResponseCache, default_cache_dir
 from soups.eval.scorers import scorer_for
-from soups.eval.stats import bootstrap_ci, win_rate
+from soups.recipe import Soup
+from soups.stats import bootstrap_ci, win_rate
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class EvalConfig:
     experts: list[str] | None = None
     base: str | Path = "default"
     method: str = "exact"
+    params: dict = field(default_factory=dict)  # the method's parameters, e.g. {"rank": 16} for svd
     prompts: str | Path = "heldout"
     limit: int | None = None
     baselines: tuple[str, ...] = BASELINES
@@ -61,30 +63,24 @@ class System:
     system_prompt: str | None = None
 
 
-def _declared(cfg: EvalConfig) -> tuple[list[str], list[float], list[tuple[str, str]]]:
-    """Expert names, raw weights, and the declared (expert, dimension) pairs (non-zero weight)."""
-    from soups.eval.systems import expert_dimension, expert_names
-    from soups.weights import check_weights, parse_weights
+def _declared(cfg: EvalConfig) -> tuple[Soup, list[tuple[str, str]]]:
+    """The soup and its declared (expert, dimension) pairs (non-zero weight)."""
+    from soups.eval.systems import expert_dimension
 
-    names = expert_names(cfg.experts)
-    weights = parse_weights(cfg.weights, names) if isinstance(cfg.weights, str) else [float(w) for w in cfg.weights]
-    check_weights(weights, names)
-    declared = [(n, expert_dimension(n)) for n, w in zip(names, weights) if w != 0]
-    return names, weights, declared
+    soup = Soup.build(cfg.experts, cfg.weights, base=cfg.base, method=cfg.method, **cfg.params)
+    return soup, [(n, expert_dimension(n)) for n in soup.declared()]
 
 
-def _systems(cfg: EvalConfig, names, weights, declared, soups_dir: Path, skipped: dict) -> list[System]:
+def _systems(cfg: EvalConfig, soup: Soup, declared, soups_dir: Path, skipped: dict) -> list[System]:
     """Build the soup, the baselines' adapters (merge library, adapter format) and list every system."""
     from soups.dimensions import load_dimension
     from soups.eval.systems import build_soup
 
-    def build(name: str, ws, method: str) -> Path:
-        return build_soup(names, ws, soups_dir / name, base=cfg.base, method=method)
-
-    systems = [System("soup", f"soup ({cfg.method})", build("soup", weights, cfg.method))]
-    if "linear" in cfg.baselines and cfg.method != "linear" and len(declared) > 1:
+    systems = [System("soup", f"soup ({soup.method})", build_soup(soup, soups_dir / "soup"))]
+    if "linear" in cfg.baselines and soup.method != "linear" and len(declared) > 1:
         try:
-            systems.append(System("linear", "paper averaging (linear)", build("linear", weights, "linear")))
+            linear = soup.model_copy(update={"method": "linear", "params": {}})
+            systems.append(System("linear", "paper averaging (linear)", build_soup(linear, soups_dir / "linear")))
         except SoupsError as e:
             skipped["linear"] = str(e)
             log.warning("linear baseline skipped: %s", e)
@@ -95,8 +91,8 @@ def _systems(cfg: EvalConfig, names, weights, declared, soups_dir: Path, skipped
         systems.append(System("prompted", "base + preference prompt", None, prompt))
     if "experts" in cfg.baselines:
         for n, d in declared:
-            one = [1.0 if m == n else 0.0 for m in names]
-            systems.append(System(f"expert:{d}", f"expert {n} alone", build(f"expert-{d}", one, "exact")))
+            alone = Soup.build(list(soup.experts), [1.0 if m == n else 0.0 for m in soup.experts], base=soup.base)
+            systems.append(System(f"expert:{d}", f"expert {n} alone", build_soup(alone, soups_dir / f"expert-{d}")))
     return systems
 
 
@@ -139,7 +135,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         )
     if bool(cfg.judge_url) != bool(cfg.judge_model):
         raise ConfigError("--judge-url and --judge-model go together; give both (or neither)")
-    names, weights, declared = _declared(cfg)
+    soup, declared = _declared(cfg)
     dims = list(dict.fromkeys(d for _, d in declared))
     scorers = {d: scorer_for(d, cfg.scorers.get(d)) for d in dims}
     needs_statement = "prompted" in cfg.baselines or cfg.judge_url
@@ -148,11 +144,12 @@ def evaluate(cfg: EvalConfig) -> dict:
     base_dir = resolve_base(cfg.base)
     skipped: dict[str, str] = {}
     with atomic_dir(Path(cfg.out), force=cfg.force) as tmp:
-        systems = _systems(cfg, names, weights, declared, tmp / "soups", skipped)
+        systems = _systems(cfg, soup, declared, tmp / "soups", skipped)
         responses = generate_systems(cfg, systems, base_dir, prompts)
         scores = {s.name: {d: scorers[d](responses[s.name]) for d in dims} for s in systems}
         report = {
-            "experts": names, "weights": weights, "method": cfg.method, "base": str(base_dir),
+            "experts": list(soup.experts), "weights": soup.weights, "method": soup.method,
+            "params": soup.params, "base": str(base_dir),
             "prompts": {"source": str(cfg.prompts), "n": len(prompts)},
             "generation": {"max_new_tokens": cfg.max_new_tokens, "greedy": True, "seed": cfg.seed},
             "dimensions": [{"name": d, "metric": scorers[d].metric.name, "label": scorers[d].metric.label,

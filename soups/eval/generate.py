@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from soups.errors import CheckpointError, ConfigError, OutputExistsError
+from soups.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +147,9 @@ class ChatGenerator:
 
     def chat_text(self, prompt: str, system: str | None = None) -> str:
         """The prompt rendered through the chat template, ending with the assistant turn's opening."""
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        from soups.chat import render
+
+        return render(self.tokenizer, prompt, system)
 
     def generate(self, prompts: Sequence[str], *, system: str | None = None, max_new_tokens: int = 128,
                  batch_size: int = 8, greedy: bool = True, seed: int = 0, progress: bool = True,
@@ -217,7 +218,7 @@ def generate_chat(model: Path, prompts: list[str], *, adapter: Path | None = Non
 
 def vllm_lora_rank(r: int) -> int:
     """The smallest `--max-lora-rank` vLLM accepts that holds rank `r`."""
-    from soups.merge.engine import VLLM_LORA_RANKS, max_lora_rank_for
+    from soups.vllm_server import VLLM_LORA_RANKS, max_lora_rank_for
 
     rank = max_lora_rank_for(r)
     if rank is None:
@@ -243,6 +244,7 @@ def generate_vllm(model: Path, prompts: list[str], *, adapter: Path | None = Non
         r = int(json.loads((adapter / "adapter_config.json").read_text())["r"])
         kwargs.update(enable_lora=True, max_lora_rank=vllm_lora_rank(r), max_loras=1)
         lora = LoRARequest("soup", 1, str(adapter))
+    from soups.chat import render
     from soups.vllm_server import engine_kwargs
 
     # the engine in this process: starts faster and exits cleanly with the command
@@ -251,27 +253,7 @@ def generate_vllm(model: Path, prompts: list[str], *, adapter: Path | None = Non
     kwargs.update(engine_kwargs())  # on CPU: an explicit KV-cache size, not a fraction of all RAM
     llm = LLM(model=str(base_dir), dtype=dtype or "auto", seed=seed, **kwargs)
     tok = llm.get_tokenizer()
-    texts = [tok.apply_chat_template(([{"role": "system", "content": system}] if system else [])
-                                     + [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-             for p in prompts]
+    texts = [render(tok, p, system) for p in prompts]
     params = SamplingParams(temperature=0.0 if greedy else 1.0, max_tokens=max_new_tokens, seed=seed)
     outs = llm.generate(texts, params, lora_request=lora)
     return [o.outputs[0].text.strip() for o in outs]
-
-
-def check_file_output(path: Path, force: bool, flag: str = "--out") -> None:
-    """Refuse an existing output file unless `force` (call before any heavy work)."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputExistsError(f"{flag} {path}: is a directory; give a file path such as responses.jsonl")
-    if path.exists() and not force:
-        raise OutputExistsError(f"{flag} {path}: file exists; pass --force to replace it")
-
-
-def write_jsonl(path: Path, rows: Sequence[dict], *, force: bool = False, flag: str = "--out") -> Path:
-    """Write rows as JSON lines atomically (temp file + rename); refuse to overwrite without `force`."""
-    from soups.io.atomic import atomic_write_text
-
-    check_file_output(path, force, flag)
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    return atomic_write_text(Path(path), text, force=force, flag=flag)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from soups.eval.stats import WinRate, win_rate_from_outcomes
+from soups.stats import WinRate, win_rate_from_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +21,9 @@ POINTS = {"A": 1.0, "B": 0.0, "TIE": 0.5}
 
 def make_client(url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4):
     """A cached, retrying judge client for an OpenAI-compatible endpoint."""
-    from soups.rewards.judge import JudgeClient
-    from soups.rewards.spec import RewardSpec
+    from soups.rewards.judge import Config, JudgeClient
 
-    return JudgeClient(RewardSpec(kind="judge", url=url, model=model, api_key_env=api_key_env,
-                                  concurrency=concurrency))
+    return JudgeClient(Config(url=url, model=model, api_key_env=api_key_env, concurrency=concurrency))
 
 
 def judge_outcomes(client, statement: str, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> list[float]:
@@ -38,7 +36,7 @@ def judge_outcomes(client, statement: str, prompts: Sequence[str], a: Sequence[s
     def one(i: int) -> float:
         return POINTS[judge_pair_both(client, statement, prompts[i], a[i], b[i]).winner]
 
-    workers = max(1, int(getattr(client.spec, "concurrency", 4)))
+    workers = max(1, int(getattr(client.config, "concurrency", 4)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(one, range(len(prompts))))
 

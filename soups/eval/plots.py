@@ -3,7 +3,8 @@
 `plot_sweep`: for two experts, one panel per dimension (mean score with its 95% band along the
 weight of the second expert, exact soup solid, paper averaging dashed) and a Pareto panel (the
 two dimensions' scores, oriented so that up and right are better); for three experts, one Pareto
-panel per pair of dimensions, points coloured by the third dimension's score.
+panel per pair of dimensions, points coloured by the third dimension's score. Each merge method gets
+a marker and line style by its place in the registry and its `label` (soups/merge/methods.py).
 """
 
 from __future__ import annotations
@@ -11,10 +12,19 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from soups.eval.stats import pareto_front
+from soups.stats import pareto_front
 
-STYLE = {"exact": dict(marker="o", linestyle="-"), "linear": dict(marker="^", linestyle="--")}
-LABEL = {"exact": "exact soup (sum of deltas)", "linear": "paper averaging (linear)"}
+MARKERS, LINES = ("o", "^", "s", "D", "v", "P"), ("-", "--", ":", "-.")
+
+
+def _methods(rows: list[dict]) -> dict[str, dict]:
+    """Each method in the rows (registry order) -> its plot style and label (Method.label)."""
+    from soups.merge.methods import METHODS
+
+    names = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    names += [m for m in dict.fromkeys(r["method"] for r in rows) if m not in names]
+    return {m: {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINES[i % len(LINES)],
+                "label": (METHODS[m].label if m in METHODS else "") or m} for i, m in enumerate(names)}
 
 
 def _figure(n_panels: int, width: float = 4.2):
@@ -41,21 +51,19 @@ def _pareto_panel(ax, rows: list[dict], dx: dict, dy: dict, color_dim: dict | No
     front = sorted((pts[i] for i in pareto_front(pts)), key=lambda p: p[0])
     if front:
         ax.plot([p[0] for p in front], [p[1] for p in front], color="0.6", lw=1.5, zorder=1, label="Pareto front")
-    for method in ("exact", "linear"):
+    for n, (method, style) in enumerate(_methods(rows).items()):
         idx = [i for i, r in enumerate(rows) if r["method"] == method]
-        if not idx:
-            continue
-        kw = dict(marker=STYLE[method]["marker"], s=40, zorder=3, label=LABEL[method], edgecolors="k", linewidths=0.5)
+        kw = dict(marker=style["marker"], s=40, zorder=3, label=style["label"], edgecolors="k", linewidths=0.5)
         if color_dim is not None:
             sc = ax.scatter([pts[i][0] for i in idx], [pts[i][1] for i in idx], cmap="viridis",
                             c=[rows[i]["scores"][color_dim["name"]]["mean"] for i in idx], **kw)
-            if method == "exact":
+            if n == 0:
                 ax.figure.colorbar(sc, ax=ax, pad=0.02, shrink=0.9,
                                    label=f"colour: {color_dim['name']} ({color_dim['label']})")
         else:
             ax.scatter([pts[i][0] for i in idx], [pts[i][1] for i in idx], **kw)
         for i in idx:
-            if method == "exact":
+            if n == 0:
                 ax.annotate("/".join(f"{w:.2g}" for w in rows[i]["weights"]), pts[i], fontsize=6,
                             xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(_axis_label(dx, True))
@@ -69,12 +77,10 @@ def plot_sweep(result: dict, path: Path) -> Path:
     if len(experts) == 2:
         fig, axes = _figure(len(dims) + 1)
         for ax, dim in zip(axes, dims):
-            for method in ("exact", "linear"):
+            for method, style in _methods(rows).items():
                 pts = sorted((r["weights"][1], r["scores"][dim["name"]]) for r in rows if r["method"] == method)
-                if not pts:
-                    continue
                 x = [p[0] for p in pts]
-                (line,) = ax.plot(x, [p[1]["mean"] for p in pts], label=LABEL[method], **STYLE[method])
+                (line,) = ax.plot(x, [p[1]["mean"] for p in pts], **style)
                 ax.fill_between(x, [p[1]["lo"] for p in pts], [p[1]["hi"] for p in pts], alpha=0.15,
                                 color=line.get_color())
             ax.set_xlabel(f"weight on {experts[1]} (1 - weight on {experts[0]})")

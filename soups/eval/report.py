@@ -10,6 +10,8 @@ import csv
 import json
 from pathlib import Path
 
+from soups.io.jsonl import jsonl_text
+
 
 def verdict(wr: dict) -> str:
     """`wins` / `loses` / `unclear` from a win-rate dict (interval against 1/2)."""
@@ -41,12 +43,9 @@ def write_report(out: Path, report: dict, prompts: list[str], responses: dict[st
                 for dim, r in per.items():
                     w.writerow([kind, baseline, dim, r["wins"], r["ties"], r["losses"], r["mean"], r["lo"], r["hi"],
                                 r["n"], verdict(r)])
-    with open(out / "responses.jsonl", "w", encoding="utf-8") as f:
-        for system, texts in responses.items():
-            for i, (p, r) in enumerate(zip(prompts, texts)):
-                row = {"system": system, "prompt": p, "response": r,
-                       "scores": {d: per[i] for d, per in scores[system].items()}}
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    rows = [{"system": system, "prompt": p, "response": r, "scores": {d: per[i] for d, per in scores[system].items()}}
+            for system, texts in responses.items() for i, (p, r) in enumerate(zip(prompts, texts))]
+    (out / "responses.jsonl").write_text(jsonl_text(rows), encoding="utf-8")
 
 
 def _fmt(x: dict, pct: bool = False) -> str:

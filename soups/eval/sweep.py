@@ -1,10 +1,11 @@
 """`soups sweep`: score every weight vector on a grid and show the trade-off between dimensions.
 
 Two experts: weights (1 - t, t) for t = 0, 1/(N-1), ..., 1. Three: every point of the simplex
-with coordinates in steps of 1/(N-1). At each point the soup is built twice when possible: the
-`exact` weighted sum of deltas and the paper's `linear` parameter averaging (they coincide at a
-vertex, a single expert, which is generated once). Every response is scored on every expert's
-dimension with the held-out scorers. Writes sweep.csv, sweep.json, responses.jsonl, sweep.png.
+with coordinates in steps of 1/(N-1). At each point a soup is built with each of `methods` (any
+registered merge method, soups/merge/methods.py; default: the `exact` weighted sum of deltas and the
+paper's `linear` averaging). A method that gives the expert itself at a vertex (a single expert;
+`Method.exact_at_vertex`) reuses the exact soup's answers there. Every response is scored on every
+expert's dimension with the held-out scorers. Writes sweep.csv, sweep.json, responses.jsonl, sweep.png.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from pathlib import Path
 from soups.errors import ConfigError, SoupsError
 from soups.eval.evaluate import System, generate_systems
 from soups.eval.scorers import scorer_for
-from soups.eval.stats import bootstrap_ci, pareto_front
+from soups.io.jsonl import jsonl_text
+from soups.stats import bootstrap_ci, pareto_front
 
 log = logging.getLogger(__name__)
 
-METHODS = ("exact", "linear")
+METHODS = ("exact", "linear")  # the default
 
 
 @dataclass
@@ -34,6 +36,7 @@ class SweepConfig:
     prompts: str | Path = "heldout"
     limit: int | None = None
     methods: tuple[str, ...] = METHODS
+    params: dict = field(default_factory=dict)  # method parameters, given to each method that declares them
     max_new_tokens: int = 128
     batch_size: int = 8
     seed: int = 0
@@ -62,11 +65,13 @@ def sweep(cfg: SweepConfig) -> dict:
     from soups.eval.plots import plot_sweep
     from soups.eval.systems import build_soup, expert_dimension, load_prompt_set
     from soups.io.atomic import atomic_dir, check_output
+    from soups.merge.methods import METHODS as REGISTRY
+    from soups.recipe import Soup
 
     check_output(Path(cfg.out), cfg.force)
-    bad = [m for m in cfg.methods if m not in METHODS]
+    bad = [m for m in cfg.methods if m not in REGISTRY]
     if bad or not cfg.methods:
-        raise ConfigError(f"--methods {','.join(cfg.methods)}: choose from {', '.join(METHODS)}")
+        raise ConfigError(f"--methods {','.join(cfg.methods)}: choose from {', '.join(REGISTRY)}")
     points = grid_points(len(cfg.experts), cfg.grid)
     names = [Path(e).name if Path(e).is_dir() else str(e) for e in cfg.experts]
     dims = [expert_dimension(e) for e in cfg.experts]
@@ -79,16 +84,17 @@ def sweep(cfg: SweepConfig) -> dict:
     with atomic_dir(Path(cfg.out), force=cfg.force) as tmp:
         systems, rows = [], []
         for method in cfg.methods:
+            params = {k: v for k, v in cfg.params.items() if k in REGISTRY[method].params.model_fields}
             for i, w in enumerate(points):
                 vertex = sum(1 for x in w if x > 0) == 1
-                if method != "exact" and vertex and "exact" in cfg.methods:
+                if method != "exact" and vertex and "exact" in cfg.methods and REGISTRY[method].exact_at_vertex:
                     rows.append({"method": method, "weights": list(w), "system": f"exact-{i}"})
                     continue
                 if method in skipped:
                     continue
                 try:
-                    adapter = build_soup(cfg.experts, list(w), tmp / "soups" / f"{method}-{i}", base=cfg.base,
-                                         method=method)
+                    soup = Soup.build(cfg.experts, list(w), base=cfg.base, method=method, **params)
+                    adapter = build_soup(soup, tmp / "soups" / f"{method}-{i}")
                 except SoupsError as e:
                     skipped[method] = str(e)
                     log.warning("%s soups skipped: %s", method, e)
@@ -128,7 +134,6 @@ def _write(out: Path, result: dict, prompts: list[str], responses: dict[str, lis
         for r in result["rows"]:
             w.writerow([r["method"], *r["weights"], *[r["scores"][d][k] for d in dims for k in ("mean", "lo", "hi")],
                         int(bool(r.get("pareto")))])
-    with open(out / "responses.jsonl", "w", encoding="utf-8") as f:
-        for system, texts in responses.items():
-            for p, t in zip(prompts, texts):
-                f.write(json.dumps({"system": system, "prompt": p, "response": t}, ensure_ascii=False) + "\n")
+    rows = [{"system": system, "prompt": p, "response": t} for system, texts in responses.items()
+            for p, t in zip(prompts, texts)]
+    (out / "responses.jsonl").write_text(jsonl_text(rows), encoding="utf-8")

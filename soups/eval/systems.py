@@ -1,5 +1,5 @@
-"""What an evaluation runs: prompt sets, experts and their dimensions, soups built on the fly, and
-`soups generate` (one system's responses to a prompt set, as JSONL).
+"""What an evaluation runs: prompt sets, experts and their dimensions, soups (soups/recipe.py) built on the
+fly, and `soups generate` (one system's responses to a prompt set, as JSONL).
 
 Soups for evaluation are built through the merge library as adapters (`format="adapter"`): a
 few megabytes, exact (the `exact` method is lossless as an adapter), and served unmerged by PEFT
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from soups.errors import ConfigError
+from soups.recipe import Soup
 
 log = logging.getLogger(__name__)
 
@@ -49,35 +50,25 @@ def expert_dimension(spec: str | Path) -> str:
     return path.name
 
 
-def expert_names(experts: Sequence[str] | None) -> list[str]:
-    """The expert list: as given, else the default set (experts/default.yaml)."""
-    if experts:
-        return list(experts)
-    from soups.merge.engine import default_expert_names
-
-    return default_expert_names()
-
-
-def build_soup(experts: Sequence[str], weights: Sequence[float], out: Path, *, base: str | Path = "default",
-               method: str = "exact", normalize: bool = True, force: bool = False) -> Path:
-    """Merge `experts` by `weights` into an adapter soup at `out` (the merge library, format=adapter)."""
+def build_soup(soup: Soup, out: Path, *, force: bool = False) -> Path:
+    """`soup` as an adapter at `out` (the merge library, format=adapter)."""
     from soups.merge.engine import merge
 
-    merge(experts=list(experts), weights=list(weights), out=Path(out), base=base, method=method,
-          format="adapter", normalize=normalize, force=force)
+    merge(soup.model_copy(update={"format": "adapter"}), Path(out), force=force)
     return Path(out)
 
 
 def generate_responses(prompts: str | Path, out: Path, *, soup: Path | None = None,
                        experts: Sequence[str] | None = None, weights: str | Sequence[float] | None = None,
-                       base: str | Path = "default", method: str = "exact", system: str | None = None,
-                       engine: str = "transformers", max_new_tokens: int = 128, batch_size: int = 8,
-                       greedy: bool = True, seed: int = 0, dtype: str | None = None, limit: int | None = None,
-                       force: bool = False, progress: bool = True) -> Path:
+                       base: str | Path = "default", method: str = "exact", params: dict | None = None,
+                       system: str | None = None, engine: str = "transformers", max_new_tokens: int = 128,
+                       batch_size: int = 8, greedy: bool = True, seed: int = 0, dtype: str | None = None,
+                       limit: int | None = None, force: bool = False, progress: bool = True) -> Path:
     """`soups generate`: answer a prompt set with a soup directory, or a soup merged from experts and weights."""
     import tempfile
 
-    from soups.eval.generate import check_file_output, generate_chat, generate_vllm, write_jsonl
+    from soups.eval.generate import generate_chat, generate_vllm
+    from soups.io.jsonl import check_file_output, write_jsonl
 
     if engine not in ("transformers", "vllm"):
         raise ConfigError(f"--engine {engine}: unknown; choose transformers or vllm")
@@ -89,11 +80,8 @@ def generate_responses(prompts: str | Path, out: Path, *, soup: Path | None = No
     with tempfile.TemporaryDirectory(prefix="soups-generate-") as tmp:
         model = Path(soup) if soup is not None else None
         if model is None:
-            from soups.weights import parse_weights
-
-            names = expert_names(experts)
-            values = parse_weights(weights, names) if isinstance(weights, str) else list(weights)
-            model = build_soup(names, values, Path(tmp) / "soup", base=base, method=method)
+            spec = Soup.build(experts, weights, base=base, method=method, **(params or {}))
+            model = build_soup(spec, Path(tmp) / "soup")
         settings = dict(model=str(soup) if soup is not None else None, experts=list(experts or []) or None,
                         weights=weights if isinstance(weights, str) or weights is None else list(weights),
                         method=None if soup is not None else method, system=system, engine=engine,

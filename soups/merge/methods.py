@@ -1,14 +1,25 @@
 """Merge methods, a registry: each turns the experts' LoRA factors at one module into soup factors.
 
 A method returns `Factors(A, B, scale)` with the soup's delta `dW = scale * B @ A` (DESIGN.md,
-"Merge math"). The engine adds dW to the base weight (full output) or writes A and B with
-`lora_alpha / r = scale` (adapter output), so every method serves both formats.
+"Merge math"). The engine adds dW to the base weight (full output) or writes A and B as one PEFT
+adapter whose config the method declares (`adapter_config`), so every method serves both formats.
+
+A method also declares its parameters as a pydantic model (their help text is the field
+description; the recipe schema, `--param KEY=VALUE` and the model card read them from here), a
+one-line help (for `--method`'s help), a label (plots), a check run before any write, and the
+rank of its adapter. Numbers a method reports per module (`Factors.info`, e.g. svd's kept energy)
+are summarised by the engine (min and mean over modules) without knowing what they mean.
+
+Adding a method is one `register(Method(...))` call plus its test.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from soups.errors import ConfigError
 
@@ -29,32 +40,60 @@ class Factors:
     A: object  # R x in
     B: object  # out x R
     scale: float = 1.0
-    info: dict = field(default_factory=dict)
+    info: dict[str, float] = field(default_factory=dict)  # per-module numbers to report, e.g. {"energy": 0.98}
+
+
+class NoParams(BaseModel):
+    """A method without parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _stacked_config(adapters, params, rank: int) -> dict[str, Any]:
+    """Factors carry the scale: r = lora_alpha = R, no patterns."""
+    return {"r": rank, "lora_alpha": rank, "use_rslora": False, "rank_pattern": {}, "alpha_pattern": {}}
 
 
 @dataclass(frozen=True)
 class Method:
+    """A merge method (module docstring). `params` is a pydantic model of its parameters."""
+
     name: str
     help: str
-    factors: Callable[..., Factors]
-    check: Callable[..., None] = lambda adapters, rank: None
-    adapter_rank: Callable[..., int] = lambda adapters, rank, module=None: 0  # module=None: the config's r
-    needs_rank: bool = False
+    factors: Callable[[Sequence[Part], Any], Factors]  # (parts at one module, params) -> Factors
+    label: str = ""
+    params: type[BaseModel] = NoParams
+    exact_at_vertex: bool = False  # one expert alone merges to that expert exactly (sweeps reuse exact's answers)
+    check: Callable[[Sequence[Any], Any], None] = lambda adapters, params: None
+    rank: Callable[..., int] = lambda adapters, params, module=None: 0  # adapter rank; module=None: the config's r
+    adapter_config: Callable[[Sequence[Any], Any, int], dict[str, Any]] = _stacked_config
+
+    def describe(self) -> str:
+        """`name` (`param`, ...): help, for --help texts."""
+        names = list(self.params.model_fields)
+        return f"{self.name}" + (f" (--param {', '.join(names)})" if names else "") + f": {self.help}"
 
 
 METHODS: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
+    """Add a method to the registry (by its name); returns it."""
     METHODS[method.name] = method
     return method
 
 
-def get_method(name: str) -> Method:
+def get_method(name: str, flag: str = "--method") -> Method:
+    """The method called `name`; an unknown name lists the valid ones (`flag` is how the user wrote it)."""
     try:
         return METHODS[name]
     except KeyError:
-        raise ConfigError(f"--method {name!r} is unknown; choose one of: {', '.join(METHODS)}") from None
+        raise ConfigError(f"{flag} {name!r} is unknown; choose one of: {', '.join(METHODS)}") from None
+
+
+def methods_help() -> str:
+    """Every method's `describe()` line, for the `--method` option's help."""
+    return " | ".join(m.describe() for m in METHODS.values())
 
 
 def _stack(parts: Sequence[Part], pad: bool):
@@ -76,9 +115,9 @@ def _stack(parts: Sequence[Part], pad: bool):
     return A, B
 
 
-def _exact(parts: Sequence[Part], rank: int | None, pad: bool = True) -> Factors:
+def _exact(parts: Sequence[Part], params) -> Factors:
     """exact soup: dW = sum_i w_i s_i B_i A_i, as one rank-(sum r_i) factor pair (DESIGN.md)."""
-    A, B = _stack(parts, pad)
+    A, B = _stack(parts, pad=True)
     return Factors(A, B, 1.0)
 
 
@@ -87,12 +126,14 @@ register(
         "exact",
         "the true weighted sum of the experts' deltas, sum_i w_i s_i B_i A_i (adapter rank = sum of ranks)",
         _exact,
-        adapter_rank=lambda adapters, rank, module=None: sum(a.max_rank for a in adapters),
+        label="exact soup (sum of deltas)",
+        exact_at_vertex=True,
+        rank=lambda adapters, params, module=None: sum(a.max_rank for a in adapters),
     )
 )
 
 
-def _linear_check(adapters, rank) -> None:
+def _linear_check(adapters, params) -> None:
     ref = adapters[0]
     for a in adapters[1:]:
         for what, x, y in (
@@ -111,12 +152,21 @@ def _linear_check(adapters, rank) -> None:
                 )
 
 
-def _linear(parts: Sequence[Part], rank: int | None) -> Factors:
+def _linear(parts: Sequence[Part], params) -> Factors:
     """The paper's averaging: A = sum w_i A_i, B = sum w_i B_i, scale s (cross terms w_i w_j B_i A_j remain)."""
     kept = [p for p in parts if p.A is not None]
     A = sum(p.weight * p.A for p in kept)
     B = sum(p.weight * p.B for p in kept)
     return Factors(A, B, kept[0].scale)
+
+
+def _linear_config(adapters, params, rank: int) -> dict[str, Any]:
+    """The experts' own r / alpha / rsLoRA / patterns (equal, by the check)."""
+    ref = adapters[0].config
+    return {k: ref.get(k) for k in ("r", "lora_alpha", "use_rslora")} | {
+        "rank_pattern": ref.get("rank_pattern") or {},
+        "alpha_pattern": ref.get("alpha_pattern") or {},
+    }
 
 
 register(
@@ -125,18 +175,28 @@ register(
         "the Personalized Soups paper's averaging of each LoRA matrix (A and B separately); NOT the weighted "
         "sum of deltas (adds cross terms); needs equal ranks, alphas and targets",
         _linear,
+        label="paper averaging (linear)",
+        exact_at_vertex=True,
         check=_linear_check,
-        adapter_rank=lambda adapters, rank, module=None: (
+        rank=lambda adapters, params, module=None: (
             adapters[0].modules[module].rank if module else adapters[0].config.get("r", adapters[0].max_rank)
         ),
+        adapter_config=_linear_config,
     )
 )
 
 
-def _svd(parts: Sequence[Part], rank: int | None) -> Factors:
+class SvdParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(..., ge=1, description="rank K the exact delta of every module is truncated to")
+
+
+def _svd(parts: Sequence[Part], params: SvdParams) -> Factors:
     """exact delta truncated to rank k by SVD: B = U sqrt(S), A = sqrt(S) V^T; reports kept energy."""
     import numpy as np
 
+    rank = params.rank
     A, B = _stack(parts, pad=False)
     q1, r1 = np.linalg.qr(B.astype(np.float64))  # dW = B A = Q1 (R1 R2^T) Q2^T: SVD of the small core only
     q2, r2 = np.linalg.qr(A.astype(np.float64).T)
@@ -152,18 +212,13 @@ def _svd(parts: Sequence[Part], rank: int | None) -> Factors:
     return Factors(A_k.astype(np.float32), B_k.astype(np.float32), 1.0, {"energy": energy})
 
 
-def _svd_check(adapters, rank) -> None:
-    if rank is None or rank < 1:
-        raise ConfigError(f"--method svd needs --rank K with K >= 1 (got {rank})")
-
-
 register(
     Method(
         "svd",
-        "the exact delta truncated to --rank K by SVD per module (reports the kept energy)",
+        "the exact delta truncated to rank K by SVD per module (reports the kept energy)",
         _svd,
-        check=_svd_check,
-        adapter_rank=lambda adapters, rank, module=None: rank,
-        needs_rank=True,
+        label="exact, truncated by SVD",
+        params=SvdParams,
+        rank=lambda adapters, params, module=None: params.rank,
     )
 )

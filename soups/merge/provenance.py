@@ -1,4 +1,8 @@
-"""What a soup records about itself: `soup.json` and a model card README (DESIGN.md "Formats")."""
+"""What a soup records about itself: `soup.json` and a model card README (DESIGN.md "Formats").
+
+The card's recipe block is the soup itself (`Soup.to_yaml`), so `soups merge --recipe` on it
+rebuilds the same bytes.
+"""
 
 from __future__ import annotations
 
@@ -22,17 +26,21 @@ def expert_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def soup_record(spec, base_dir: Path, base_fp: str, adapters_all, raw, norm, kept_rank, max_lora_rank, info) -> dict:
-    """The content of soup.json (deterministic: no timestamps)."""
+def soup_record(soup, prepared, kept_rank, max_lora_rank, dtype: str, report: dict[str, dict[str, float]]) -> dict:
+    """The content of soup.json (deterministic: no timestamps). `report`: what the method reported per module,
+    summarised as `<method>_<key>: {min, mean}` (e.g. svd_energy)."""
+    p = prepared
+    summaries = {f"{soup.method}_{key}": {"min": min(v.values()), "mean": sum(v.values()) / len(v)}
+                 for key, v in report.items()}
     return {
         "soups_version": soups.__version__,
-        "method": spec.method,
-        "format": spec.format,
-        "normalize": spec.normalize,
-        "dtype": info.get("dtype"),
+        "method": soup.method,
+        "format": soup.format,
+        "normalize": soup.normalize,
+        "dtype": dtype,
         "rank": kept_rank,
         "max_lora_rank": max_lora_rank,
-        "base": {"name": str(spec.base), "path": str(base_dir), "fingerprint": base_fp},
+        "base": {"name": soup.base, "path": str(p.base_dir), "fingerprint": p.base_fp},
         "experts": [
             {
                 "name": a.name,
@@ -42,23 +50,16 @@ def soup_record(spec, base_dir: Path, base_fp: str, adapters_all, raw, norm, kep
                 "weight_raw": r,
                 "weight": w,
             }
-            for a, r, w in zip(adapters_all, raw, norm)
+            for a, r, w in zip(p.adapters_all, soup.weights, p.norm)
         ],
-        **({"svd_energy": info["svd_energy"]} if "svd_energy" in info else {}),
+        **summaries,
     }
 
 
-def model_card(record: dict) -> str:
-    """README.md with YAML front matter (base_model, tags, the recipe)."""
+def model_card(record: dict, soup) -> str:
+    """README.md with YAML front matter (base_model, tags) and the soup's recipe."""
     import yaml
 
-    recipe = {
-        "base": record["base"]["name"],
-        "method": record["method"],
-        "normalize": record["normalize"],
-        "format": record["format"],
-        "experts": {e["name"]: e["weight_raw"] for e in record["experts"]},
-    }
     front = {
         "base_model": record["base"]["name"],
         "library_name": "peft" if record["format"] == "adapter" else "transformers",
@@ -74,7 +75,7 @@ def model_card(record: dict) -> str:
         f"Built by soups {record['soups_version']} from base `{record['base']['name']}` "
         f"(fingerprint `{record['base']['fingerprint']}`).\n\n"
         f"| expert | dimension | declared weight | applied weight |\n|---|---|---|---|\n{rows}\n\n"
-        f"## Recipe\n\n```yaml\n{yaml.safe_dump(recipe, sort_keys=False)}```\n\n"
+        f"## Recipe\n\n```yaml\n{soup.to_yaml()}```\n\n"
         f"Rebuild with `soups merge --recipe recipe.yaml --out DIR` (save the block above as recipe.yaml).\n"
         + (
             f"\nServe in vLLM with `--enable-lora --max-lora-rank {record['max_lora_rank']}`.\n"
@@ -84,6 +85,11 @@ def model_card(record: dict) -> str:
     )
 
 
-def write_provenance(out: Path, record: dict) -> None:
+def recipe_of_card(text: str) -> str:
+    """The recipe YAML block of a model card (what `model_card` wrote under "## Recipe")."""
+    return text.split("## Recipe", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def write_provenance(out: Path, record: dict, soup) -> None:
     (Path(out) / "soup.json").write_text(json.dumps(record, indent=2) + "\n")
-    (Path(out) / "README.md").write_text(model_card(record))
+    (Path(out) / "README.md").write_text(model_card(record, soup))

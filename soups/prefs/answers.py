@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from soups.errors import DataError
+from soups.io.jsonl import read_jsonl
 from soups.prefs.fit import CHOICES
-from soups.prefs.pool import _jsonl_records
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def read_answers(path: str | Path, tolerate_torn_tail: bool = False) -> list[dic
                 log.warning("%s: dropping an incomplete last line (an interrupted write)", path)
                 with open(path, "r+b") as fh:
                     fh.truncate(len(text) - len(last))
-    return [_check_record(path, no, obj) for no, obj in _jsonl_records(path, "answers file")]
+    return [_check_record(path, no, obj) for no, obj in read_jsonl(path, "answers file")]
 
 
 class AnswerLog:

@@ -29,28 +29,20 @@ def default_dimensions() -> tuple[list[str], dict[str, str]]:
 
 
 def opposites_for(dims: Sequence[str]) -> dict[str, str]:
-    """Opposite of each dimension from the registry (falls back to the paper's pairs if a name is unknown)."""
+    """Opposite of each dimension, from its file's `opposite` field (dimensions without one are left out)."""
     from soups.dimensions import load_dimension
-    from soups.prefs.fit import DEFAULT_OPPOSITES
 
-    out = {}
-    for name in dims:
-        try:
-            opp = load_dimension(name).opposite
-        except ConfigError:
-            opp = DEFAULT_OPPOSITES.get(name)
-        if opp:
-            out[name] = opp
-    return out
+    return {name: opp for name in dims if (opp := load_dimension(name).opposite)}
 
 
 def raw_rewards(responses: Sequence[str], prompts: Sequence[str] | None, dims: Sequence[str]) -> np.ndarray:
-    """(n, d) matrix of each dimension's reward on each response (soups.rewards.get_reward)."""
+    """(n, d) matrix of each dimension's reward on each response (its file's `reward`, soups.rewards)."""
+    from soups.dimensions import load_dimension
     from soups.rewards import get_reward
 
     cols = []
     for name in dims:
-        fn = get_reward(name)
+        fn = get_reward(load_dimension(name))
         vals = np.asarray(fn(list(responses), prompts=list(prompts) if prompts is not None else None), dtype=float)
         if vals.shape != (len(responses),) or not np.all(np.isfinite(vals)):
             raise ConfigError(f"reward of dimension {name!r} returned {vals.shape} values or non-finite ones")

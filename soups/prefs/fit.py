@@ -23,12 +23,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 CHOICES = {"a": 1.0, "b": 0.0, "tie": 0.5, "skip": None}
-# the paper's opposing pairs; the dimension registry's `opposite` fields take precedence
-DEFAULT_OPPOSITES = {
-    "elementary": "expert", "expert": "elementary",
-    "concise": "informative", "informative": "concise",
-    "friendly": "unfriendly", "unfriendly": "friendly",
-}
 Z95 = 1.959963984540054
 
 
@@ -126,8 +120,11 @@ def fit_bt(
 
 
 def opposing_pairs(dims: Sequence[str], opposites: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
-    """Group dims into (a, b) opposing pairs in the order given; a dim whose opposite is not fitted gets (a, None)."""
-    opp = dict(DEFAULT_OPPOSITES if opposites is None else opposites)
+    """Group dims into (a, b) opposing pairs in the order given; a dim whose opposite is not fitted gets (a, None).
+
+    `opposites` maps a dimension to its opposite (the dimension files' `opposite` fields,
+    soups.prefs.features.opposites_for); None: no dimension has one."""
+    opp = dict(opposites or {})
     seen: set[str] = set()
     groups: list[tuple[str, str | None]] = []
     for a in dims:

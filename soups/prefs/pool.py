@@ -7,7 +7,6 @@ the same prompt. `build_pool` makes a pool from any `generate(prompts, weights) 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from soups.errors import DataError
+from soups.io.jsonl import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -22,31 +22,11 @@ DEFAULT_POOL = Path(__file__).resolve().parents[1] / "data" / "ask_pool.jsonl"
 POOL_FIELDS = ("prompt", "response", "source")
 
 
-def _jsonl_records(path: Path, what: str) -> list[tuple[int, dict]]:
-    """Parse a JSONL file into (line number, object) pairs; blank lines skipped; errors name file:line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} {path}: file not found; check the path")
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{no}: not valid JSON ({e.msg}); fix or delete the line") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{no}: expected a JSON object, got {type(obj).__name__}; fix the line")
-            out.append((no, obj))
-    return out
-
-
 def load_pool(path: str | Path | None = None) -> list[dict]:
     """Read and validate a pool (default: the shipped hand-written pool). Needs >= 1 prompt with >= 2 responses."""
     path = Path(path) if path is not None else DEFAULT_POOL
     records = []
-    for no, obj in _jsonl_records(path, "--pool"):
+    for no, obj in read_jsonl(path, "--pool"):
         for key in POOL_FIELDS:
             if not isinstance(obj.get(key), str) or not obj[key].strip():
                 raise DataError(f"{path}:{no}: field `{key}` must be a non-empty string, got {obj.get(key)!r}")
@@ -102,11 +82,3 @@ def build_pool(
     if out is not None:
         write_jsonl(Path(out), pool, force=force)
     return pool
-
-
-def write_jsonl(path: Path, records: Sequence[Mapping], force: bool = False, flag: str = "--out") -> None:
-    """Write records as JSONL through a temp file + rename; refuse an existing file without force."""
-    from soups.io.atomic import atomic_write_text
-
-    text = "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
-    atomic_write_text(path, text, force=force, flag=flag)

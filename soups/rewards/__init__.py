@@ -1,6 +1,14 @@
-"""Rewards: one registry of kinds (`rule`, `model`, `judge`), one callable convention.
+"""Rewards: one registry of kinds, one callable convention.
 
-`get_reward(dim, **overrides)` returns a `RewardFn`, a small picklable callable following TRL's
+A kind is two things in one module: its config model (pydantic, `kind: Literal["name"]` plus the
+fields it needs, each with its help text) and a builder `build(config, dimension) -> RewardFn`.
+A dimension file's `reward:` block is validated as the union of the registered kinds, discriminated
+by `kind` (`parse_config`, used by soups.dimensions). Shipped kinds, each a module with `Config`
+and `build` imported on first use: `rule` (soups/rewards/rule.py, offline scorers), `model`
+(soups/rewards/model.py, a reward model from `soups train-reward`), `judge` (soups/rewards/judge.py,
+an OpenAI-compatible endpoint). A new kind is `register_kind(MyConfig, my_build)`.
+
+`get_reward(dimension)` returns a `RewardFn`, a small picklable callable following TRL's
 reward-function convention::
 
     fn(completions: list[str], prompts: list[str] | None = None, **kwargs) -> list[float]
@@ -8,12 +16,8 @@ reward-function convention::
 Completions and prompts may also be TRL "conversational" lists of messages; the last assistant
 (completion) or user (prompt) message is scored. Ranges by kind: `rule` in [0, 1], `judge` in
 [0, 1] (the judge's 1-10 score mapped by (s - 1) / 9), `model` the reward model's raw logit.
-
-Overrides replace fields of the dimension's reward spec (soups/rewards/spec.py), e.g.
-`get_reward("concise", kind="judge", url="http://127.0.0.1:8000/v1", model="qwen")`;
-`flag_overrides(...)` builds them from the CLI flags `--reward`, `--judge-url`, `--judge-model`,
-`--judge-key-env` and `--reward-model`.
-A new kind is added with `register_kind(name, "module:builder")`.
+This package never reads dimension files (soups.dimensions does, and imports it): `dimension` is
+any object with `name`, `statement`, `source` and `reward` (its validated config).
 """
 
 from __future__ import annotations
@@ -21,26 +25,38 @@ from __future__ import annotations
 import importlib
 import logging
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from soups.errors import RewardError
-from soups.rewards.spec import RewardSpec
-
-if TYPE_CHECKING:
-    from soups.dimensions import Dimension
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RewardFn", "RewardSpec", "as_text", "get_reward", "kinds", "register_kind"]
+__all__ = ["RewardConfig", "RewardFn", "as_text", "get_reward", "kinds", "parse_config", "register_kind"]
 
-# kind -> "module:function" building a RewardFn from (Dimension, RewardSpec); imported on first use
-_KINDS: dict[str, str | Callable[..., RewardFn]] = {
-    "rule": "soups.rewards.rule:build",
-    "model": "soups.rewards.model:build",
-    "judge": "soups.rewards.judge:build",
+
+class RewardConfig(BaseModel):
+    """Base of every kind's config: `kind` plus the kind's own fields (unknown fields are an error)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str = Field(description="the reward kind: rule, model, judge or a registered one")
+
+
+@dataclass(frozen=True)
+class Kind:
+    config: type[RewardConfig]
+    build: Callable[[Any, Any], RewardFn]
+
+
+# kind -> a registered Kind, or the module of a shipped kind (its `Config` and `build`), imported on first use
+_KINDS: dict[str, Kind | str] = {
+    "rule": "soups.rewards.rule",
+    "model": "soups.rewards.model",
+    "judge": "soups.rewards.judge",
 }
 
 _CHATML_USER = re.compile(r"<\|im_start\|>user\s*\n(.*?)(?:<\|im_end\|>|$)", re.DOTALL)
@@ -77,9 +93,9 @@ class RewardFn:
 
     kind = "base"
 
-    def __init__(self, dimension: str, spec: RewardSpec) -> None:
+    def __init__(self, dimension: str, config: RewardConfig) -> None:
         self.dimension = dimension
-        self.spec = spec
+        self.config = config
         self.__name__ = f"{self.kind}_{dimension}"  # TRL logs rewards under the callable's name
 
     def __call__(self, completions: list[Any], prompts: list[Any] | None = None, **kwargs: Any) -> list[float]:
@@ -95,9 +111,6 @@ class RewardFn:
     def score(self, completions: list[str], prompts: list[str] | None) -> list[float]:
         raise NotImplementedError
 
-    def check_tokenizer(self, tokenizer: Any) -> None:
-        """Raise if this reward cannot score the policy's tokens (only `model` rewards can mismatch)."""
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.dimension!r})"
 
@@ -107,77 +120,46 @@ def kinds() -> list[str]:
     return list(_KINDS)
 
 
-def register_kind(name: str, builder: str | Callable[..., RewardFn]) -> None:
-    """Add a reward kind: `builder(dimension, spec) -> RewardFn`, or its "module:function" path."""
-    _KINDS[name] = builder
+def register_kind(config: type[RewardConfig], build: Callable[[Any, Any], RewardFn]) -> None:
+    """Add a reward kind: `config` (a RewardConfig with `kind: Literal["name"] = "name"`) and
+    `build(config, dimension) -> RewardFn`. Dimension files can use it at once (`reward: {kind: name}`)."""
+    name = config.model_fields["kind"].default
+    if not isinstance(name, str):
+        raise TypeError(f"{config.__name__}: give `kind` a default, e.g. kind: Literal['mine'] = 'mine'")
+    _KINDS[name] = Kind(config, build)
 
 
-def _builder(kind: str) -> Callable[..., RewardFn]:
-    if kind not in _KINDS:
-        raise RewardError(f"reward kind {kind!r} is unknown; valid kinds: {', '.join(_KINDS)}")
-    target = _KINDS[kind]
-    if isinstance(target, str):
-        module, _, attr = target.partition(":")
-        target = getattr(importlib.import_module(module), attr)
-    return target
+def kind(name: str) -> Kind:
+    """The kind called `name` (a shipped kind's module is imported now); an unknown name lists the valid ones."""
+    entry = _KINDS.get(name)
+    if entry is None:
+        raise RewardError(f"reward kind {name!r} is unknown; valid kinds: {', '.join(_KINDS)}")
+    if isinstance(entry, str):
+        module = importlib.import_module(entry)
+        entry = _KINDS[name] = Kind(module.Config, module.build)
+    return entry
 
 
-def resolve_spec(dim: Dimension, **overrides: Any) -> RewardSpec:
-    """The dimension's reward spec with `overrides` applied (None values ignored), validated."""
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if not overrides:
-        return dim.reward
-    if "kind" in overrides and overrides["kind"] not in _KINDS:
-        raise RewardError(f"reward kind {overrides['kind']!r} is unknown; valid kinds: {', '.join(_KINDS)}")
-    same_kind = overrides.get("kind", dim.reward.kind) == dim.reward.kind
-    data = dim.reward.model_dump(exclude_unset=True) if same_kind else {}
-    data.update(overrides)
-    try:
-        return RewardSpec.model_validate(data)
-    except ValidationError as e:
-        fields = list(RewardSpec.model_fields)
-        problems = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown reward field; valid: {', '.join(fields)}"
-            problems.append(f"{loc}: {msg}" if loc else msg)
-        raise RewardError(f"reward for dimension {dim.name!r}: " + "; ".join(problems)) from None
+def parse_config(data: Any, context: dict | None = None) -> RewardConfig:
+    """A `reward:` block validated by its kind's config model (`kind` defaults to rule); `context` is
+    pydantic's validation context (`folder`: the dimension file's folder, for relative paths).
+
+    Raises ValueError for an unknown kind and pydantic's ValidationError for bad fields (so a
+    dimension file's errors carry the field's location)."""
+    if isinstance(data, RewardConfig):
+        return data
+    if not isinstance(data, Mapping):
+        raise ValueError(f"must be a mapping like {{kind: rule, scorer: concise}}, got {data!r}")
+    name = data.get("kind", "rule")
+    if name not in _KINDS:
+        raise ValueError(f"kind {name!r} is not one of {', '.join(_KINDS)}")
+    return kind(name).config.model_validate({**data, "kind": name}, context=context)
 
 
-def flag_overrides(
-    reward_kind: str | None = None,
-    judge_url: str | None = None,
-    judge_model: str | None = None,
-    judge_key_env: str | None = None,
-    reward_model: str | None = None,
-) -> dict[str, Any]:
-    """Spec overrides from the CLI flags `--reward KIND`, `--judge-url`, `--judge-model`,
-    `--judge-key-env` and `--reward-model DIR` (for `get_reward(dim, **overrides)`)."""
-    if judge_url and reward_model:
-        raise RewardError("--judge-url and --reward-model both given; pick one reward (judge or model)")
-    kind = reward_kind or ("judge" if judge_url or judge_model else "model" if reward_model else None)
-    if kind is not None and kind not in _KINDS:
-        raise RewardError(f"--reward {kind}: unknown reward kind; valid kinds: {', '.join(_KINDS)}")
-    out: dict[str, Any] = {"kind": kind}
-    if kind == "judge":
-        out.update(url=judge_url, model=judge_model, api_key_env=judge_key_env)
-    elif judge_url or judge_model or judge_key_env:
-        raise RewardError(f"--judge-url/--judge-model/--judge-key-env need --reward judge, not --reward {kind}")
-    if kind == "model":
-        out["path"] = reward_model
-    elif reward_model:
-        raise RewardError(f"--reward-model needs --reward model, not --reward {kind}")
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def get_reward(dim: str | Dimension, **overrides: Any) -> RewardFn:
-    """The reward function of a dimension (name, YAML path or Dimension), spec fields overridable."""
-    from soups.dimensions import load_dimension
-
-    d = load_dimension(dim)
-    spec = resolve_spec(d, **overrides)
-    fn = _builder(spec.kind)(d, spec)
-    log.debug("reward for %s: %r", d.name, fn)
+def get_reward(dimension: Any) -> RewardFn:
+    """The reward function of a loaded dimension (soups.dimensions.load_dimension(name))."""
+    if isinstance(dimension, str):
+        raise TypeError(f"get_reward takes a loaded dimension: get_reward(load_dimension({dimension!r}))")
+    fn = kind(dimension.reward.kind).build(dimension.reward, dimension)
+    log.debug("reward for %s: %r", dimension.name, fn)
     return fn

@@ -7,8 +7,8 @@ The paper labelled preferences with GPT-4; any server speaking `POST {url}/chat/
 - pairwise (`judge_pair`): "which response better satisfies it: A, B or TIE?";
   `judge_pair_both` asks in both orders to cancel position bias (for evaluation).
 
-Standard library only (urllib). The API key comes from the environment variable the spec names
-(default OPENAI_API_KEY; none is sent when it is unset, as local servers need none). Answers are
+Standard library only (urllib). The API key comes from the environment variable the config names
+(`api_key_env`, default OPENAI_API_KEY; none is sent when it is unset, as local servers need none). Answers are
 cached in SQLite at `$SOUPS_HOME/judge-cache/judge.sqlite`, keyed by the sha256 of the request
 (endpoint, model, messages, sampling), never the key. Requests time out after `timeout` seconds
 and are retried `retries` times with exponential backoff on connection errors, timeouts, 429 and
@@ -32,11 +32,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from soups.config import soups_home
 from soups.errors import RewardError
-from soups.rewards import RewardFn
+from soups.rewards import RewardConfig, RewardFn
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,22 @@ PAIRWISE = (
     "Preference: {statement}\n\n[Instruction]\n{prompt}\n\n[Response A]\n{a}\n\n[Response B]\n{b}\n\n"
     "Which response better satisfies the preference above? Answer with exactly one of: A, B, TIE."
 )
+
+
+class Config(RewardConfig):
+    """`reward: {kind: judge, url: ..., model: ...}`: an OpenAI-compatible chat endpoint."""
+
+    kind: Literal["judge"] = "judge"
+    url: str = Field(description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(description="model name sent to the endpoint")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    timeout: float = Field(60.0, gt=0, description="seconds per HTTP request")
+    retries: int = Field(3, ge=0, description="retries after a failed request (exponential backoff)")
+    backoff: float = Field(1.0, ge=0, description="first retry delay in seconds (doubles each retry)")
+    concurrency: int = Field(4, gt=0, description="parallel requests per batch")
+    max_tokens: int = Field(16, gt=0, description="max tokens of the judge's answer")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature of the judge")
+    cache: bool = Field(True, description="cache answers under $SOUPS_HOME/judge-cache")
 
 
 def cache_path() -> Path:
@@ -77,10 +95,10 @@ def parse_pair(text: str) -> str | None:
 class JudgeClient:
     """A cached, retrying chat-completions client (picklable: holds only settings)."""
 
-    def __init__(self, spec: Any) -> None:
-        self.url = str(spec.url).rstrip("/")
+    def __init__(self, config: Config) -> None:
+        self.url = str(config.url).rstrip("/")
         self.endpoint = self.url if self.url.endswith("/chat/completions") else self.url + "/chat/completions"
-        self.spec = spec
+        self.config = config
 
     def _key(self, body: dict[str, Any]) -> str:
         blob = json.dumps({"endpoint": self.endpoint, **body}, sort_keys=True, ensure_ascii=False)
@@ -96,47 +114,47 @@ class JudgeClient:
             yield db
 
     def _cache_get(self, key: str) -> str | None:
-        if not (self.spec.cache and cache_path().is_file()):
+        if not (self.config.cache and cache_path().is_file()):
             return None
         with self._db() as db:
             row = db.execute("SELECT response FROM cache WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     def _cache_put(self, key: str, response: str) -> None:
-        if self.spec.cache:
+        if self.config.cache:
             with self._db() as db:
                 db.execute("INSERT OR REPLACE INTO cache VALUES (?, ?, ?)", (key, response, time.time()))
 
     def _post(self, body: dict[str, Any]) -> str:
         headers = {"Content-Type": "application/json"}
-        api_key = os.environ.get(self.spec.api_key_env)
+        api_key = os.environ.get(self.config.api_key_env)
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         data = json.dumps(body).encode()
-        attempts = self.spec.retries + 1
+        attempts = self.config.retries + 1
         reason = ""
         for attempt in range(attempts):
             if attempt:
-                time.sleep(self.spec.backoff * 2 ** (attempt - 1))
+                time.sleep(self.config.backoff * 2 ** (attempt - 1))
             req = urllib.request.Request(self.endpoint, data=data, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(req, timeout=self.spec.timeout) as resp:
+                with urllib.request.urlopen(req, timeout=self.config.timeout) as resp:
                     payload = json.loads(resp.read().decode("utf-8"))
                 return str(payload["choices"][0]["message"]["content"] or "")
             except urllib.error.HTTPError as e:
                 reason = f"HTTP {e.code} {e.reason}"
                 if e.code in (401, 403):
                     raise RewardError(
-                        f"judge {self.endpoint}: {reason}; set ${self.spec.api_key_env} to a valid API key"
+                        f"judge {self.endpoint}: {reason}; set ${self.config.api_key_env} to a valid API key"
                     ) from None
                 if e.code != 429 and e.code < 500:
                     raise RewardError(
-                        f"judge {self.endpoint}: {reason}; check --judge-url and --judge-model {self.spec.model!r}"
+                        f"judge {self.endpoint}: {reason}; check --judge-url and --judge-model {self.config.model!r}"
                     ) from None
             except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
                 reason = str(getattr(e, "reason", None) or e) or type(e).__name__
                 if isinstance(getattr(e, "reason", None), TimeoutError) or isinstance(e, TimeoutError):
-                    reason = f"timed out after {self.spec.timeout:g}s"
+                    reason = f"timed out after {self.config.timeout:g}s"
             except (ValueError, KeyError, IndexError, TypeError) as e:
                 reason = f"unexpected response ({type(e).__name__}: {str(e)[:80]})"
             log.warning("judge %s: attempt %d/%d failed: %s", self.endpoint, attempt + 1, attempts, reason)
@@ -148,10 +166,10 @@ class JudgeClient:
     def ask(self, user: str, validate: Callable[[str], Any] = lambda s: s) -> Any:
         """Ask one question; the parsed answer (validate(text)), or None when unparseable (not cached)."""
         body = {
-            "model": self.spec.model,
+            "model": self.config.model,
             "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}],
-            "temperature": self.spec.temperature,
-            "max_tokens": self.spec.max_tokens,
+            "temperature": self.config.temperature,
+            "max_tokens": self.config.max_tokens,
         }
         key = self._key(body)
         cached = self._cache_get(key)
@@ -202,10 +220,10 @@ class JudgeReward(RewardFn):
 
     kind = "judge"
 
-    def __init__(self, dimension: str, spec: Any, statement: str) -> None:
-        super().__init__(dimension, spec)
+    def __init__(self, dimension: str, config: Config, statement: str) -> None:
+        super().__init__(dimension, config)
         self.statement = statement
-        self.client = JudgeClient(spec)
+        self.client = JudgeClient(config)
 
     def score(self, completions: list[str], prompts: list[str] | None) -> list[float]:
         ps = prompts or [None] * len(completions)
@@ -214,10 +232,10 @@ class JudgeReward(RewardFn):
             s = judge_score(self.client, self.statement, pc[0], pc[1])
             return 0.5 if s is None else (s - 1) / 9.0
 
-        with ThreadPoolExecutor(max_workers=self.spec.concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
             return list(pool.map(one, zip(ps, completions)))
 
 
-def build(dim: Any, spec: Any) -> JudgeReward:
-    """Registry builder for kind `judge`."""
-    return JudgeReward(dim.name, spec, dim.statement)
+def build(config: Config, dim: Any) -> JudgeReward:
+    """Registry builder for kind `judge`: asks the dimension's preference statement."""
+    return JudgeReward(dim.name, config, dim.statement)

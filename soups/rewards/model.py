@@ -5,11 +5,12 @@ A reward-model directory (written by `soups train-reward`) is a Hugging Face mod
 `{"dimension": ..., "base_fingerprint": ..., "tokenizer_sha256": ...}`. A completion is scored
 as the model's logit (unbounded; higher = more preferred) on `format_example(tokenizer, prompt,
 completion)`: the user prompt and the assistant answer through the tokenizer's chat template,
-the same text TRL's reward trainer sees for conversational pairs.
+the same text TRL's reward trainer sees for conversational pairs. The reward model reads text
+with its own tokenizer, so it need not share the policy's (`tokenizer_sha256` records which one
+it was trained with).
 
-TRL's PPO feeds the policy's token ids straight to the reward model, so the two must share a
-tokenizer: `check_tokenizer(reward_dir, policy_tokenizer)` compares `tokenizer_sha256` (vocabulary
-and special tokens) and raises BaseMismatchError on a difference.
+Config (`reward: {kind: model, path: DIR}`): `path` (relative paths are relative to the
+dimension file), `max_length`, `batch_size`.
 """
 
 from __future__ import annotations
@@ -19,15 +20,35 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from soups.errors import BaseMismatchError, RewardError
-from soups.rewards import RewardFn
+from pydantic import Field, ValidationInfo, field_validator
+
+from soups.chat import render_exchange
+from soups.errors import RewardError
+from soups.rewards import RewardConfig, RewardFn
 
 log = logging.getLogger(__name__)
 
 META = "reward_model.json"
 META_FIELDS = ("dimension", "base_fingerprint", "tokenizer_sha256")
+
+
+class Config(RewardConfig):
+    """`reward: {kind: model, path: DIR}`."""
+
+    kind: Literal["model"] = "model"
+    path: str = Field(description="reward-model directory from `soups train-reward` (relative: to the YAML file)")
+    max_length: int = Field(1024, gt=0, description="truncate prompt + completion to this many tokens")
+    batch_size: int = Field(8, gt=0, description="scoring batch size")
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_the_file(cls, v: str, info: ValidationInfo) -> str:
+        folder = (info.context or {}).get("folder")
+        if folder is not None and not Path(v).expanduser().is_absolute():
+            return str((Path(folder) / v).resolve())
+        return v
 
 
 def tokenizer_sha256(tokenizer: Any) -> str:
@@ -61,25 +82,6 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def check_tokenizer(reward_dir: str | Path, policy_tokenizer: Any) -> None:
-    """Raise BaseMismatchError unless the reward model was trained with the policy's tokenizer."""
-    want = read_meta(reward_dir)["tokenizer_sha256"]
-    have = tokenizer_sha256(policy_tokenizer)
-    if want != have:
-        raise BaseMismatchError(
-            f"reward model {reward_dir}: trained with tokenizer {want[:19]}..., the policy's is {have[:19]}...; "
-            "train the reward model on the same base (`soups train-reward --base ...`)"
-        )
-
-
-def format_example(tokenizer: Any, prompt: str | None, completion: str) -> str:
-    """The text a reward model scores: prompt and completion through the chat template."""
-    messages = [{"role": "user", "content": prompt or ""}, {"role": "assistant", "content": completion}]
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False)
-    return f"{prompt or ''}\n\n{completion}"
-
-
 def _device() -> str:
     import torch
 
@@ -93,9 +95,9 @@ class ModelReward(RewardFn):
 
     kind = "model"
 
-    def __init__(self, dimension: str, spec: Any) -> None:
-        super().__init__(dimension, spec)
-        self.path = Path(spec.path).expanduser()
+    def __init__(self, dimension: str, config: Config) -> None:
+        super().__init__(dimension, config)
+        self.path = Path(config.path).expanduser()
         self.meta = read_meta(self.path)
         if self.meta["dimension"] != dimension:
             log.warning("reward model %s: trained for %r, used for %r", self.path, self.meta["dimension"], dimension)
@@ -127,10 +129,6 @@ class ModelReward(RewardFn):
             self._model, self._tokenizer = model.to(device).eval(), tok
         return self._model, self._tokenizer
 
-    def check_tokenizer(self, tokenizer: Any) -> None:
-        """BaseMismatchError unless the policy's `tokenizer` (object or directory) is the one it was trained with."""
-        check_tokenizer(self.path, tokenizer)
-
     @property
     def model(self) -> Any:
         return self.load()[0]
@@ -144,18 +142,18 @@ class ModelReward(RewardFn):
 
         model, tok = self.load()
         ps = prompts or [None] * len(completions)
-        texts = [format_example(tok, p, c) for p, c in zip(ps, completions)]
+        texts = [render_exchange(tok, p, c) for p, c in zip(ps, completions)]
         out: list[float] = []
-        bs = self.spec.batch_size
+        bs = self.config.batch_size
         for i in range(0, len(texts), bs):
             enc = tok(texts[i : i + bs], return_tensors="pt", padding=True, truncation=True,
-                      max_length=self.spec.max_length, add_special_tokens=False)
+                      max_length=self.config.max_length, add_special_tokens=False)
             with torch.no_grad():
                 logits = model(**enc.to(model.device)).logits
             out.extend(logits[:, 0].float().tolist())
         return out
 
 
-def build(dim: Any, spec: Any) -> ModelReward:
+def build(config: Config, dim: Any) -> ModelReward:
     """Registry builder for kind `model`."""
-    return ModelReward(dim.name, spec)
+    return ModelReward(dim.name, config)

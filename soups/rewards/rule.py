@@ -34,7 +34,9 @@ Lexicon phrases count at most twice each, so repeating one stock phrase earns no
 These are proxies: an unconstrained search over word sequences still finds salads that score
 high. Under PPO the KL penalty to the base keeps the policy fluent; check samples and the
 perplexity figure in expert.json. `score_text(name, text, prompt)` returns every part, for
-debugging; `@scorer("name")` registers a new scorer (use it as `reward: {kind: rule, scorer: name}`).
+debugging; `@scorer("name")` registers a new scorer (use it as `reward: {kind: rule, scorer: name}`),
+and `scorer:` may also name a function by dotted path (`mypkg.rhymes:score`), with no registration:
+`fn(text, prompt=None, **params)` returning a float in [0, 1] or a dict with "score".
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ import math
 import re
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
-from soups.errors import RewardError
-from soups.rewards import RewardFn
+from pydantic import Field
+
+from soups.errors import RewardError, SoupsError
+from soups.rewards import RewardConfig, RewardFn
 from soups.rewards import lexicons as lx
 from soups.rewards.text import (
     clamp,
@@ -218,14 +222,34 @@ def unfriendly(text: str, prompt: str | None = None) -> dict[str, float]:
     return {**g, "dismissive": dismissive, "curt": curt, "cold": cold, "score": clamp(s)}
 
 
+class Config(RewardConfig):
+    """`reward: {kind: rule, scorer: NAME, params: {...}}`."""
+
+    kind: Literal["rule"] = "rule"
+    scorer: str = Field(description="a registered rule scorer (concise, informative, elementary, expert, friendly, "
+                        "unfriendly) or a function by dotted path, package.module:function")
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the scorer")
+
+
+def _scorer(name: str) -> Scorer:
+    from soups.plugins import is_dotted, load_object
+
+    if name in SCORERS:
+        return SCORERS[name]
+    if is_dotted(name):
+        return load_object(name, "reward.scorer")
+    raise RewardError(f"rule scorer {name!r} is unknown; valid scorers: {', '.join(SCORERS)} "
+                      "(or a function by dotted path, package.module:function)")
+
+
 def score_text(name: str, text: str, prompt: str | None = None, **params: Any) -> dict[str, float]:
     """All parts of a rule score (for debugging and docs); `["score"]` is the reward."""
-    if name not in SCORERS:
-        raise RewardError(f"rule scorer {name!r} is unknown; valid scorers: {', '.join(SCORERS)}")
+    fn = _scorer(name)
     try:
-        return SCORERS[name](text, prompt, **params)
+        out = fn(text, prompt, **params)
     except TypeError as e:
         raise RewardError(f"rule scorer {name!r}: bad `params` ({e})") from None
+    return out if isinstance(out, dict) else {"score": float(out)}
 
 
 class RuleReward(RewardFn):
@@ -233,24 +257,18 @@ class RuleReward(RewardFn):
 
     kind = "rule"
 
-    def __init__(self, dimension: str, spec: Any, scorer_name: str) -> None:
-        super().__init__(dimension, spec)
-        self.scorer_name = scorer_name
-        self.params = dict(spec.params)
-
     def score(self, completions: list[str], prompts: list[str] | None) -> list[float]:
         ps = prompts or [None] * len(completions)
-        return [score_text(self.scorer_name, c, p, **self.params)["score"] for c, p in zip(completions, ps)]
+        params = self.config.params
+        return [score_text(self.config.scorer, c, p, **params)["score"] for c, p in zip(completions, ps)]
 
 
-def build(dim: Any, spec: Any) -> RuleReward:
-    """Registry builder for kind `rule`: the scorer named by `spec.scorer`, default the dimension's name."""
-    name = spec.scorer or dim.name
-    if name not in SCORERS:
-        raise RewardError(
-            f"{dim.source or dim.name}: reward.scorer {name!r} is not a rule scorer; valid: {', '.join(SCORERS)} "
-            "(or use kind: model / judge)"
-        )
-    fn = RuleReward(dim.name, spec, name)
+def build(config: Config, dim: Any) -> RuleReward:
+    """Registry builder for kind `rule`: the scorer `config.scorer` names, its params checked now."""
+    try:
+        _scorer(config.scorer)
+    except SoupsError as e:
+        raise RewardError(f"{dim.source or dim.name}: {e}") from None
+    fn = RuleReward(dim.name, config)
     fn([""])  # validates `params` now, not mid-training
     return fn

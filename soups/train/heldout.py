@@ -1,4 +1,4 @@
-"""Held-out checks of an expert: reward before/after (bootstrap 95% CI) and a fluency check.
+"""Held-out checks of an expert: reward before/after (soups.stats, bootstrap 95% CI) and a fluency check.
 
 Fluency is perplexity-style: the *base* model's perplexity on the completions (given their
 prompts). An expert that drifts into gibberish or repetition loops shows a ratio far above 1
@@ -12,21 +12,8 @@ import random
 
 import torch
 
-
-def bootstrap_ci(values: list[float], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
-    """Mean and percentile bootstrap 95% interval of the mean."""
-    import numpy as np
-
-    x = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(x.mean()), "ci95": [float(lo), float(hi)], "n": len(x)}
-
-
-def _templated(tokenizer, prompts: list[str]) -> list[str]:
-    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
-            for p in prompts]
+from soups.chat import render
+from soups.stats import summarize as bootstrap_ci  # noqa: F401  (expert.json's reward before/after)
 
 
 @torch.no_grad()
@@ -41,7 +28,7 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, tempe
     was_training = model.training
     model.eval()
     for i in range(0, len(prompts), batch_size):
-        enc = tokenizer(_templated(tokenizer, prompts[i:i + batch_size]), return_tensors="pt", padding=True,
+        enc = tokenizer([render(tokenizer, p) for p in prompts[i:i + batch_size]], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(device)
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
                              top_k=0, top_p=1.0, pad_token_id=tokenizer.pad_token_id,
@@ -56,7 +43,7 @@ def perplexity(model, tokenizer, prompts: list[str], completions: list[str]) -> 
     """exp(mean NLL per completion token) of `model` on `completions` given their prompts."""
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    for prompt, comp in zip(_templated(tokenizer, prompts), completions):
+    for prompt, comp in zip((render(tokenizer, p) for p in prompts), completions):
         p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         c_ids = tokenizer(comp, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         ids = torch.tensor([p_ids + c_ids], device=device)

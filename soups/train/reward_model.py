@@ -3,7 +3,7 @@
 LoRA on the base plus a fresh scalar score head; loss -log sigmoid(r(chosen) - r(rejected)).
 A share of the pairs is held out and the pair accuracy on them (r(chosen) > r(rejected)) is
 reported before and after training. Examples are the exact text `soups.rewards.model` scores
-(`format_example`: prompt and answer through the chat template), tokenized the same way, so the
+(`soups.chat.render_exchange`: prompt and answer through the chat template), tokenized the same way, so the
 trained model is read back by `reward: {kind: model, path: DIR}` with no train/score skew.
 Output (atomic): a merged HF sequence-classification model dir + tokenizer + reward_model.json.
 """
@@ -24,17 +24,11 @@ log = logging.getLogger(__name__)
 
 def load_pairs(path: Path) -> list[dict[str, str]]:
     """Read `{"prompt", "chosen", "rejected"}` JSONL; a bad line raises DataError naming file and line."""
+    from soups.io.jsonl import read_jsonl
+
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"--pairs {path}: file not found")
     pairs = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: invalid JSON ({e.msg}); one pair object per line") from None
+    for n, obj in read_jsonl(path, "--pairs", objects=False):
         bad = [k for k in ("chosen", "rejected") if not isinstance(obj, dict) or not isinstance(obj.get(k), str)]
         if bad or not isinstance(obj.get("prompt", ""), str):
             raise DataError(f"{path}:{n}: need string fields prompt, chosen, rejected (bad: {bad or ['prompt']})")
@@ -48,7 +42,7 @@ def pair_accuracy(model, tokenizer, pairs: list[dict[str, str]], batch_size: int
     """Share of pairs with r(chosen) > r(rejected), scored exactly as soups.rewards.model does."""
     import torch
 
-    from soups.rewards.model import format_example
+    from soups.chat import render_exchange
 
     def scores(texts: list[str]) -> list[float]:
         out = []
@@ -58,8 +52,8 @@ def pair_accuracy(model, tokenizer, pairs: list[dict[str, str]], batch_size: int
                 out += model(**enc.to(model.device)).logits[:, 0].float().tolist()
         return out
 
-    c = scores([format_example(tokenizer, p["prompt"], p["chosen"]) for p in pairs])
-    r = scores([format_example(tokenizer, p["prompt"], p["rejected"]) for p in pairs])
+    c = scores([render_exchange(tokenizer, p["prompt"], p["chosen"]) for p in pairs])
+    r = scores([render_exchange(tokenizer, p["prompt"], p["rejected"]) for p in pairs])
     return sum(a > b for a, b in zip(c, r)) / len(pairs)
 
 
@@ -72,7 +66,8 @@ def train_reward_model(dim: str, pairs_path: Path, *, base: str | Path = "defaul
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
     from soups.base import fingerprint, resolve_base
-    from soups.rewards.model import format_example, tokenizer_sha256
+    from soups.chat import render_exchange
+    from soups.rewards.model import tokenizer_sha256
     from soups.train import trl_backend as backend
     from soups.train.config import LoraSettings, TrainConfig
 
@@ -92,7 +87,7 @@ def train_reward_model(dim: str, pairs_path: Path, *, base: str | Path = "defaul
     model.config.pad_token_id = tok.pad_token_id
 
     def ids(p: dict, key: str) -> list[int]:
-        return tok(format_example(tok, p["prompt"], p[key]), add_special_tokens=False)["input_ids"][-max_length:]
+        return tok(render_exchange(tok, p["prompt"], p[key]), add_special_tokens=False)["input_ids"][-max_length:]
 
     ds = Dataset.from_dict({"chosen_ids": [ids(p, "chosen") for p in train_pairs],
                             "rejected_ids": [ids(p, "rejected") for p in train_pairs]})

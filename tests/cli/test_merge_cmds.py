@@ -7,7 +7,7 @@ import json
 import pytest
 
 from soups.config import recipes_dir
-from soups.merge.recipe import load_recipe
+from soups.recipe import load_soup
 from tests.helpers import assert_one_line_error, make_lora_expert, make_tiny_llama, run_cli
 
 
@@ -76,11 +76,13 @@ def test_missing_weights_and_out(tmp_path):
 
 @pytest.mark.parametrize("path", sorted(recipes_dir().glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_load(path):
-    recipe = load_recipe(path)
-    assert recipe.experts and recipe.method in ("exact", "linear", "svd")
+    from soups.merge.methods import METHODS
+
+    soup = load_soup(path)
+    assert soup.experts and soup.method in METHODS and load_soup(path) == soup
 
 
 def test_shipped_default_set():
-    from soups.merge.engine import default_expert_names
+    from soups.recipe import default_expert_names
 
     assert default_expert_names() == ["concise", "friendly", "expert"]

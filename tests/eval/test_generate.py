@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from soups.errors import CheckpointError, ConfigError, OutputExistsError
-from soups.eval.generate import ChatGenerator, generate_chat, resolve_model, vllm_lora_rank, write_jsonl
+from soups.errors import CheckpointError, ConfigError
+from soups.eval.generate import ChatGenerator, generate_chat, resolve_model, vllm_lora_rank
 from tests.helpers import assert_one_line_error, make_lora_expert, run_cli, sharpen
 
 PROMPTS = ["Hello", "What is rain? Explain it in detail, please.", "Tell me a joke", "Why?", "Name three colors."]
@@ -74,14 +74,10 @@ def test_soup_directory_resolves_base_from_soup_json(sharp_base, tmp_path):
         sharp_base, PROMPTS[:3], adapter=expert, max_new_tokens=5, progress=False)
 
 
-def test_write_jsonl_and_ranks(tmp_path):
-    path = write_jsonl(tmp_path / "r.jsonl", [{"prompt": "a", "response": "b"}])
-    assert [json.loads(x) for x in path.read_text().splitlines()] == [{"prompt": "a", "response": "b"}]
-    with pytest.raises(OutputExistsError, match="--force"):
-        write_jsonl(path, [])
-    write_jsonl(path, [], force=True)
-    assert path.read_text() == "" and not list(tmp_path.glob(".*tmp*"))
+def test_vllm_lora_ranks():
     assert (vllm_lora_rank(4), vllm_lora_rank(8), vllm_lora_rank(300)) == (8, 8, 320)
+    with pytest.raises(ConfigError, match="exceeds vLLM's largest --max-lora-rank 512"):
+        vllm_lora_rank(513)
 
 
 def test_cli_generate(sharp_base, tmp_path):

@@ -59,13 +59,29 @@ def test_sentiment_by_hand(offline):
     assert sentiment("") == 0.0
 
 
-def test_dimension_scorers():
+def test_dimension_scorers_come_from_the_dimension_files():
     assert scorer_for("elementary").direction == -1 and scorer_for("expert").direction == 1
     assert scorer_for("concise")(["one two three", "one"]) == [3.0, 1.0]
     assert scorer_for("unfriendly").wants == "lower"
-    custom = scorer_for("brevity", "words:-1")
-    assert custom.metric.name == "words" and custom.direction == -1
-    with pytest.raises(ConfigError, match="brevity"):
+    for override in ("words:lower", "words:-1"):
+        custom = scorer_for("brevity", override)
+        assert custom.metric.name == "words" and custom.direction == -1
+    assert scorer_for("brevity", "distinct").direction == 1  # higher by default
+    with pytest.raises(ConfigError, match="unknown dimension 'brevity'"):
         scorer_for("brevity")
-    with pytest.raises(ConfigError, match="METRIC"):
+    with pytest.raises(ConfigError, match="--scorer brevity=nope: 'nope' is not a held-out metric"):
         scorer_for("brevity", "nope")
+
+
+def test_dotted_metric_and_missing_heldout(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOUPS_EXPERTS_DIR", str(tmp_path))
+    head = "description: d\nstatement: s\nreward: {kind: rule, scorer: concise}\n"
+    (tmp_path / "long.yaml").write_text("name: long\n" + head + "heldout: {metric: 'builtins:len', better: higher}\n")
+    (tmp_path / "bad.yaml").write_text("name: bad\n" + head + "heldout: {metric: 'nosuchmodule:f', better: lower}\n")
+    (tmp_path / "quiet.yaml").write_text("name: quiet\n" + head)
+    long = scorer_for("long")
+    assert long(["abc", ""]) == [3.0, 0.0] and long.wants == "higher" and long.metric.name == "builtins:len"
+    with pytest.raises(ConfigError, match=r"bad\.yaml: field `heldout.metric`: cannot import 'nosuchmodule'"):
+        scorer_for("bad")
+    with pytest.raises(ConfigError, match=r"dimension 'quiet' has no held-out metric: add `heldout:"):
+        scorer_for("quiet")

@@ -164,7 +164,7 @@ def test_output_options(setup, tmp_path):
     assert run_cli(*common, "--out", out, "--force").code == 0
     assert (out / "model.safetensors").is_file() and not (out / "keep.txt").exists()
     check_bad([*common, "--method", "magic"], tmp_path / "o", "magic", "exact, linear, svd")
-    check_bad([*common, "--format", "gguf"], tmp_path / "o", "gguf", "full or adapter")
+    check_bad([*common, "--format", "gguf"], tmp_path / "o", "--format", "gguf", "'full' or 'adapter'")
     check_bad([*common, "--method", "linear"], tmp_path / "o", "linear", "--method exact")
     check_bad([*common, "--method", "svd"], tmp_path / "o", "--rank")
     check_bad([*common, "--dtype", "int8"], tmp_path / "o", "int8")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from soups.merge.engine import MergeSpec, merge
+from soups.merge.engine import merge
 from tests.helpers import make_lora_expert, make_tiny_llama
 from tests.merge.reference import exact_reference, expert_deltas, linear_reference, rounding_tolerance
 
@@ -185,11 +185,11 @@ def test_svd_full_rank_equals_exact_and_reports_energy(tmp_path, bases, experts)
     a, b = _load_dir(tmp_path / "exact"), _load_dir(tmp_path / "svd")
     for name in a:
         assert torch.allclose(a[name], b[name], atol=2e-6), name
-    assert min(full.energy.values()) > 1 - 1e-6
+    assert min(full.report["energy"].values()) > 1 - 1e-6
     low = merge(
         experts=ex, weights=[1, 1, 1], base=str(base), out=tmp_path / "svd2", method="svd", rank=2, format="adapter"
     )
-    assert low.rank == 2 and min(low.energy.values()) < 1.0
+    assert low.rank == 2 and min(low.report["energy"].values()) < 1.0
     # the rank-2 truncation is the best rank-2 approximation of the exact delta (Eckart-Young)
     sd = load_file(str(tmp_path / "svd2" / "adapter_model.safetensors"))
     ref = exact_reference(_load_dir(base), _deltas(experts), [1 / 3] * 3)
@@ -220,16 +220,8 @@ def test_sharded_output_and_determinism(tmp_path, bases, experts):
 
 def test_dtype_override_and_no_normalize(tmp_path, bases, experts):
     base = bases["bf16"]
-    merge(
-        MergeSpec(
-            experts=[str(experts[0])],
-            weights=[0.5],
-            base=str(base),
-            out=tmp_path / "s",
-            dtype="float32",
-            normalize=False,
-        )
-    )
+    merge(experts=[str(experts[0])], weights=[0.5], base=str(base), out=tmp_path / "s", dtype="float32",
+          normalize=False)
     out, base_sd = _load_dir(tmp_path / "s"), _load_dir(base)
     ref = exact_reference(base_sd, [expert_deltas(experts[0])], [0.5])
     assert all(t.dtype == torch.float32 for t in out.values())

@@ -138,7 +138,7 @@ def test_ask_subprocess_piped_stdin_and_ctrl_d(tmp_path):
 @pytest.mark.parametrize(
     ("content", "line", "match"),
     [
-        ('{"prompt": "p", "a": "x", "b": "y", "choice": "a"}\n\n{"prompt": "p", "a": "x"', 3, "not valid JSON"),
+        ('{"prompt": "p", "a": "x", "b": "y", "choice": "a"}\n\n{"prompt": "p", "a": "x"', 3, "invalid JSON"),
         ('{"prompt": "p", "a": "x", "b": "y", "choice": "a"}\n{"prompt": "p", "a": "x", "b": "y", "choice": "A!"}',
          2, "field `choice`"),
         ('{"prompt": "p", "b": "y", "choice": "b"}', 1, "field `a`"),

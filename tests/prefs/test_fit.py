@@ -93,13 +93,23 @@ def test_fit_rejects_bad_input():
 def test_merge_weights_per_opposing_pair():
     dims = ["concise", "informative", "friendly", "unfriendly", "expert"]
     w = np.array([1.0, 0.2, -0.5, 0.1, 0.4])
+    opp = {"concise": "informative", "informative": "concise", "friendly": "unfriendly", "unfriendly": "friendly",
+           "expert": "elementary", "elementary": "expert"}  # the paper's axes, written here
     # nets: concise - informative = 0.8, friendly - unfriendly = -0.6, expert alone (elementary not fitted) = 0.4
-    got = merge_weights(w, dims)
+    got = merge_weights(w, dims, opp)
     want = {"concise": 0.8 / 1.8, "informative": 0.0, "friendly": 0.0, "unfriendly": 0.6 / 1.8, "expert": 0.4 / 1.8}
     assert got == pytest.approx(want)
-    assert opposing_pairs(dims) == [("concise", "informative"), ("friendly", "unfriendly"), ("expert", None)]
-    assert merge_weights(np.zeros(5), dims) == pytest.approx({d: 0.2 for d in dims})  # no preference: equal
+    assert opposing_pairs(dims, opp) == [("concise", "informative"), ("friendly", "unfriendly"), ("expert", None)]
+    assert opposing_pairs(dims) == [(d, None) for d in dims]  # no opposites given: every dimension alone
+    assert merge_weights(np.zeros(5), dims, opp) == pytest.approx({d: 0.2 for d in dims})  # no preference: equal
     assert merge_weights(np.array([-1.0]), ["expert"]) == pytest.approx({"expert": 1.0})  # nothing positive: equal
+
+
+def test_opposites_come_from_the_dimension_files():
+    from soups.prefs.features import opposites_for
+
+    assert opposites_for(["concise", "friendly", "expert"]) == {
+        "concise": "informative", "friendly": "unfriendly", "expert": "elementary"}
 
 
 def test_eig_matches_monte_carlo_mutual_information():

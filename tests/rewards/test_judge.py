@@ -10,10 +10,11 @@ import time
 
 import pytest
 
+from soups.dimensions import load_dimension
 from soups.errors import RewardError
 from soups.rewards import get_reward
 from soups.rewards.judge import JudgeClient, cache_path, judge_pair, judge_pair_both, parse_pair, parse_score
-from tests.helpers import FakeOpenAI, brevity_judge, brevity_score
+from tests.helpers import FakeOpenAI, brevity_judge, brevity_score, dimension
 
 STATEMENT = "Generate a response that is concise and to the point without being verbose."
 
@@ -34,8 +35,12 @@ def judge(tmp_path, monkeypatch):
         srv.close()
 
 
+def judge_reward(url: str, model: str = "fake-judge", **fields):
+    return get_reward(dimension("concise", STATEMENT, kind="judge", url=url, model=model, **fields))
+
+
 def reward(srv, **kw):
-    return get_reward("concise", kind="judge", url=srv.url, model="fake-judge", **{"backoff": 0.01, **kw})
+    return judge_reward(srv.url, **{"backoff": 0.01, **kw})
 
 
 TEXTS = ["Blue light scatters most.", "The sky is blue because of Rayleigh scattering " * 3, "", "Air scatters blue."]
@@ -72,7 +77,7 @@ def test_cache_on_disk_keyed_by_request(judge):
 
 def test_pairwise_both_orders(judge):
     srv = judge()
-    client = JudgeClient(reward(srv).spec)
+    client = JudgeClient(reward(srv).config)
     short, long = "Blue light scatters.", "The sky is blue because sunlight is scattered by the air molecules."
     assert judge_pair(client, STATEMENT, "Q", short, long) == "A"
     assert judge_pair(client, STATEMENT, "Q", long, short) == "B"
@@ -88,7 +93,7 @@ def test_pairwise_both_orders(judge):
 
 def test_pairwise_position_bias_is_cancelled(judge):
     srv = judge(lambda body: "A")  # a position-biased judge: always "A"
-    v = judge_pair_both(JudgeClient(reward(srv).spec), STATEMENT, "Q", "x y", "x y z w")
+    v = judge_pair_both(JudgeClient(reward(srv).config), STATEMENT, "Q", "x y", "x y z w")
     assert (v.first, v.second, v.winner, v.score_a) == ("A", "B", "TIE", 0.5)
 
 
@@ -131,7 +136,7 @@ def test_unreachable_endpoint_one_line():
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/v1"
     with pytest.raises(RewardError) as e:
-        get_reward("concise", kind="judge", url=url, model="m", retries=1, backoff=0.01)(["Short."])
+        judge_reward(url, "m", retries=1, backoff=0.01)(["Short."])
     msg = str(e.value)
     assert msg.startswith(f"judge {url}/chat/completions unreachable after 2 attempt(s) (")
     assert "check --judge-url" in msg and "\n" not in msg
@@ -151,13 +156,13 @@ def test_api_key_from_named_env_var_and_not_cached(judge, monkeypatch):
 def test_wrong_path_is_not_retried(judge):
     srv = judge()
     with pytest.raises(RewardError, match=r"HTTP 404.*check --judge-url and --judge-model 'fake-judge'"):
-        get_reward("concise", kind="judge", url=srv.url.removesuffix("/v1") + "/api", model="fake-judge")(["x"])
+        judge_reward(srv.url.removesuffix("/v1") + "/api")(["x"])
     assert len(srv.requests) == 1
 
 
 def test_full_endpoint_url_is_accepted(judge):
     srv = judge()
-    fn = get_reward("concise", kind="judge", url=srv.url + "/chat/completions", model="m")
+    fn = judge_reward(srv.url + "/chat/completions", "m")
     assert fn(["Short."]) == [pytest.approx((brevity_score("Short.") - 1) / 9)]
 
 
@@ -184,6 +189,6 @@ def test_judge_dimension_yaml_and_pickle(judge, tmp_path, monkeypatch):
     (tmp_path / "terse.yaml").write_text(
         f"name: terse\ndescription: d\nstatement: Be terse.\nreward:\n  kind: judge\n  url: {srv.url}\n  model: m\n"
     )
-    fn = pickle.loads(pickle.dumps(get_reward("terse")))
+    fn = pickle.loads(pickle.dumps(get_reward(load_dimension("terse"))))
     assert fn(["Short."]) == [pytest.approx((brevity_score("Short.") - 1) / 9)]
     assert "Preference: Be terse." in srv.bodies[-1]["messages"][-1]["content"]

@@ -10,11 +10,14 @@ import pickle
 import random
 
 import pytest
+from pydantic import ValidationError
 
-from soups.errors import BaseMismatchError, ConfigError, RewardError
+from soups.dimensions import load_dimension
+from soups.errors import ConfigError, RewardError
 from soups.rewards import as_text, get_reward, kinds
 from soups.rewards.rule import SCORERS, score_text
 from soups.rewards.text import fk_grade, sentences, syllables, words
+from tests.helpers import dimension
 
 DIMS = ["elementary", "expert", "concise", "informative", "friendly", "unfriendly"]
 P = "Why is the sky blue?"
@@ -123,48 +126,32 @@ DEGENERATE = {
 
 
 def s(dim: str, text: str, prompt: str | None = P) -> float:
-    return get_reward(dim)([text], prompts=[prompt] if prompt is not None else None)[0]
+    return get_reward(load_dimension(dim))([text], prompts=[prompt] if prompt is not None else None)[0]
 
 
 # ----------------------------------------------------------------------------- registry
 def test_registry_kinds_and_errors():
-    assert kinds() == ["rule", "model", "judge"]
-    with pytest.raises(RewardError, match="reward kind 'oracle' is unknown; valid kinds: rule, model, judge"):
-        get_reward("concise", kind="oracle")
-    with pytest.raises(RewardError, match="urll: unknown reward field; valid: kind, scorer"):
-        get_reward("concise", urll="http://x")
-    with pytest.raises(RewardError, match="kind 'judge' needs `url`.*needs `model`"):
-        get_reward("concise", kind="judge")
-    with pytest.raises(RewardError, match="reward.scorer 'poetic' is not a rule scorer; valid: "):
-        get_reward("concise", scorer="poetic")
+    assert kinds()[:3] == ["rule", "model", "judge"]
+    with pytest.raises(ValidationError, match="kind 'oracle' is not one of rule, model, judge"):
+        dimension(kind="oracle")
+    with pytest.raises(ValidationError, match="urll") as e:
+        dimension(kind="rule", scorer="concise", urll="http://x")
+    assert e.value.errors()[0]["loc"] == ("reward", "urll") and e.value.errors()[0]["type"] == "extra_forbidden"
+    with pytest.raises(ValidationError) as e:
+        dimension(kind="judge")
+    assert {err["loc"] for err in e.value.errors()} == {("reward", "url"), ("reward", "model")}
+    with pytest.raises(RewardError, match="rule scorer 'poetic' is unknown; valid scorers: concise"):
+        get_reward(dimension(kind="rule", scorer="poetic"))
     with pytest.raises(RewardError, match="bad `params`"):
-        get_reward("concise", params={"bogus": 1})
+        get_reward(dimension(kind="rule", scorer="concise", params={"bogus": 1}))
     with pytest.raises(ConfigError, match="unknown dimension 'verbose'"):
-        get_reward("verbose")
-
-
-def test_flag_overrides():
-    from soups.rewards import flag_overrides
-
-    assert flag_overrides() == {}
-    want = {"kind": "judge", "url": "http://h/v1", "model": "m"}
-    assert flag_overrides(judge_url="http://h/v1", judge_model="m") == want
-    assert flag_overrides(reward_model="rm/") == {"kind": "model", "path": "rm/"}
-    assert flag_overrides(reward_kind="rule") == {"kind": "rule"}
-    for bad, match in [
-        ({"judge_url": "u", "reward_model": "d"}, "both given"),
-        ({"reward_kind": "oracle"}, "--reward oracle: unknown reward kind; valid kinds: rule, model, judge"),
-        ({"reward_kind": "rule", "judge_url": "u"}, "need --reward judge"),
-        ({"reward_kind": "judge", "reward_model": "d"}, "--reward-model needs --reward model"),
-    ]:
-        with pytest.raises(RewardError, match=match):
-            flag_overrides(**bad)
-    with pytest.raises(RewardError, match="needs `model`"):  # judge without a model name
-        get_reward("concise", **flag_overrides(judge_url="http://h/v1"))
+        load_dimension("verbose")
+    with pytest.raises(TypeError, match=r"get_reward\(load_dimension\('concise'\)\)"):
+        get_reward("concise")
 
 
 def test_reward_fn_convention_pickle_and_chat_inputs():
-    fn = get_reward("concise")
+    fn = get_reward(load_dimension("concise"))
     assert fn.__name__ == "rule_concise" and callable(fn)
     texts = [ANSWERS["concise"], ANSWERS["ramble"], ""]
     values = fn(texts, prompts=[P] * 3)
@@ -178,7 +165,8 @@ def test_reward_fn_convention_pickle_and_chat_inputs():
     assert fn(texts, completion_ids=[[1]] * 3) == fn(texts)  # extra TRL kwargs are ignored
     with pytest.raises(ValueError, match="2 prompts for 3 completions"):
         fn(texts, prompts=[P, P])
-    assert get_reward("concise", params={"n0": 30})([ANSWERS["neutral"]])[0] > fn([ANSWERS["neutral"]])[0]
+    longer = get_reward(dimension(kind="rule", scorer="concise", params={"n0": 30}))
+    assert longer([ANSWERS["neutral"]])[0] > fn([ANSWERS["neutral"]])[0]
 
 
 def test_every_shipped_dimension_has_a_working_reward():
@@ -186,6 +174,7 @@ def test_every_shipped_dimension_has_a_working_reward():
 
     for d in list_dimensions():
         fn = get_reward(d)
+        assert d.reward.scorer == d.name  # each shipped dimension names its scorer
         assert fn.dimension == d.name
         assert all(0.0 <= v <= 1.0 for v in fn(list(ANSWERS.values()), prompts=[P] * len(ANSWERS)))
 
@@ -393,10 +382,14 @@ def reference_scores(path, prompts, completions):
     return out
 
 
+def model_reward(path, **fields):
+    return get_reward(dimension(kind="model", path=str(path), **fields))
+
+
 def test_model_reward_matches_reference(reward_dir):
     texts = [ANSWERS["concise"], ANSWERS["unfriendly"], "Blue.", ANSWERS["elementary"]]  # different lengths: padding
     prompts = [P, "Explain the sky.", P, "Why is it blue?"]
-    fn = get_reward("concise", kind="model", path=str(reward_dir), batch_size=3)
+    fn = model_reward(reward_dir, batch_size=3)
     assert fn.__name__ == "model_concise"
     got = fn(texts, prompts=prompts)
     want = reference_scores(reward_dir, prompts, texts)
@@ -411,44 +404,25 @@ def test_model_reward_from_a_dimension_file(reward_dir, tmp_path, monkeypatch):
     (tmp_path / "terse.yaml").write_text(
         f"name: terse\ndescription: d\nstatement: Be terse.\nreward:\n  kind: model\n  path: {reward_dir}\n"
     )
-    fn = get_reward("terse")
+    fn = get_reward(load_dimension("terse"))
     assert fn.kind == "model" and fn.meta["dimension"] == "concise"
     assert fn(["Blue."], prompts=[P]) == pytest.approx(reference_scores(reward_dir, [P], ["Blue."]), abs=1e-4)
 
 
-def test_tokenizer_check(reward_dir, tmp_path):
-    from soups.rewards.model import check_tokenizer, tokenizer_sha256
-
-    check_tokenizer(reward_dir, reward_dir)  # same tokenizer (directory form)
-    from transformers import AutoTokenizer
-
-    check_tokenizer(reward_dir, AutoTokenizer.from_pretrained(reward_dir))  # object form
-    other = make_tokenizer(tmp_path / "other", extra_words=["zebra"])
-    assert tokenizer_sha256(other) != tokenizer_sha256(reward_dir)
-    with pytest.raises(BaseMismatchError, match="trained with tokenizer sha256:.*the policy's is sha256:") as e:
-        check_tokenizer(reward_dir, other)
-    assert "\n" not in str(e.value)
-    fn = get_reward("concise", kind="model", path=str(reward_dir))
-    fn.check_tokenizer(reward_dir)
-    with pytest.raises(BaseMismatchError):
-        fn.check_tokenizer(tmp_path / "other")
-    get_reward("concise").check_tokenizer(other)  # rule rewards read text: any tokenizer is fine
-
-
 def test_model_reward_bad_directories(reward_dir, tmp_path):
     with pytest.raises(RewardError, match="not a directory; train one with `soups train-reward"):
-        get_reward("concise", kind="model", path=str(tmp_path / "missing"))
+        model_reward(tmp_path / "missing")
     (tmp_path / "plain").mkdir()
     with pytest.raises(RewardError, match="no reward_model.json"):
-        get_reward("concise", kind="model", path=str(tmp_path / "plain"))
+        model_reward(tmp_path / "plain")
     (tmp_path / "plain" / "reward_model.json").write_text('{"dimension": "concise"}')
     with pytest.raises(RewardError, match="missing field\\(s\\) base_fingerprint, tokenizer_sha256"):
-        get_reward("concise", kind="model", path=str(tmp_path / "plain"))
+        model_reward(tmp_path / "plain")
     (tmp_path / "plain" / "reward_model.json").write_text('{"dimension": \n "concise",')
     with pytest.raises(RewardError, match="reward_model.json:2: invalid JSON"):
-        get_reward("concise", kind="model", path=str(tmp_path / "plain"))
+        model_reward(tmp_path / "plain")
     (tmp_path / "plain" / "reward_model.json").write_text(json.dumps(
         {"dimension": "concise", "base_fingerprint": "x", "tokenizer_sha256": "y"}))
-    fn = get_reward("concise", kind="model", path=str(tmp_path / "plain"))  # meta is fine, weights are not
+    fn = model_reward(tmp_path / "plain")  # meta is fine, weights are not
     with pytest.raises(RewardError, match="cannot load"):
         fn(["hello"])

@@ -46,7 +46,7 @@ def _users_yaml(path: Path, experts, users: str) -> Path:
 
 
 def test_users_file_collects_bad_entries_and_keeps_good_ones(world, tmp_path):
-    from soups.serve import load_users
+    from soups.serve.users import load_users
 
     f = _users_yaml(
         tmp_path / "u.yaml",
@@ -55,8 +55,15 @@ def test_users_file_collects_bad_entries_and_keeps_good_ones(world, tmp_path):
         "  'bad name!': 1,1\n  mallory: {nope: 1}\n  base: 1,1\n",
     )
     users = load_users(f)
-    assert [u.name for u in users.users] == ["alice", "bob", "carol", "eve", "mallory"]
-    assert len(users.errors) == 2 and "bad name!" in users.errors[0] and "'base'" in users.errors[1]
+    assert list(users.users) == ["alice", "bob", "carol"]
+    kind, brief = (str(e) for e in world["experts"])
+    assert users.users["alice"].experts == {kind: 1.0, brief: 0.0}
+    assert users.users["bob"].experts == {kind: 1.0, brief: 3.0}
+    assert users.users["carol"].experts == {kind: 0.0, brief: 2.0}
+    assert len(users.errors) == 4 and all(e.startswith(f"{f}: user ") for e in users.errors), users.errors
+    eve, bad, mallory, base = users.errors
+    assert "user eve: weights 1,2,3: 3 weight(s) for 2 expert(s)" in eve
+    assert "'bad name!'" in bad and "unknown expert 'nope'" in mallory and "'base'" in base
     with pytest.raises(DataError, match="users"):
         load_users(_users_yaml(tmp_path / "v.yaml", world["experts"], "  - alice\n"))
     (tmp_path / "w.yaml").write_text("users: {alice: [1, 0\n")
@@ -68,20 +75,21 @@ def test_users_file_collects_bad_entries_and_keeps_good_ones(world, tmp_path):
 
 def test_soup_adapters_are_cached_by_content(world, tmp_path, monkeypatch):
     from soups.errors import WeightsError
-    from soups.serve import UserSoup, build_user_adapter, max_rank_for_experts
+    from soups.serve.adapters import build_adapter, max_rank_for_experts
+    from soups.serve.users import user_soup
 
     monkeypatch.setenv("SOUPS_HOME", str(tmp_path / "home"))
     exp = [str(e) for e in world["experts"]]
-    a, ra = build_user_adapter(UserSoup("a", exp, "1,3"), world["base"])
-    b, rb = build_user_adapter(UserSoup("b", exp, "2,6"), world["base"])  # same soup average
-    c, rc = build_user_adapter(UserSoup("c", exp, {str(world["experts"][1].name): 1}), world["base"])
+    a, ra = build_adapter(user_soup("a", "1,3", exp), world["base"])
+    b, rb = build_adapter(user_soup("b", "2,6", exp), world["base"])  # same soup average
+    c, rc = build_adapter(user_soup("c", {str(world["experts"][1].name): 1}, exp), world["base"])
     assert a == b and a != c and a.parent == tmp_path / "home" / "serve" / "adapters"
     assert (ra, rc) == (12, 4) and max_rank_for_experts(exp) == 16
     stamp = (a / "adapter_model.safetensors").stat().st_mtime_ns
-    build_user_adapter(UserSoup("a2", exp, [1, 3]), world["base"])
+    build_adapter(user_soup("a2", [1, 3], exp), world["base"])
     assert (a / "adapter_model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
-    with pytest.raises(WeightsError, match="user eve"):
-        build_user_adapter(UserSoup("eve", exp, "1,2,3"), world["base"])
+    with pytest.raises(WeightsError, match="user eve: weights 1,2,3: 3 weight"):
+        user_soup("eve", "1,2,3", exp)
 
 
 def test_serve_add_without_server_is_a_clear_error(tmp_path, monkeypatch):

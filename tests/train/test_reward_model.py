@@ -1,5 +1,5 @@
 """`soups train-reward`: Bradley-Terry reward model on pairs (TRL RewardTrainer, LoRA), saved so that
-`reward: {kind: model}` reads it back; held-out accuracy; bad pairs files; tokenizer mismatch."""
+`reward: {kind: model}` reads it back; held-out accuracy; bad pairs files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from soups.errors import BaseMismatchError, DataError
+from soups.errors import DataError
 
 WORDS = "river stone cloud lamp table garden window music paper forest bridge candle".split()
 
@@ -40,8 +40,7 @@ def test_train_reward_learns_pairs_and_is_read_back(tiny_base, tmp_path):
     from transformers import AutoTokenizer
 
     from soups.base import fingerprint
-    from soups.rewards.model import ModelReward, check_tokenizer, tokenizer_sha256
-    from soups.rewards.spec import RewardSpec
+    from soups.rewards.model import Config, ModelReward, tokenizer_sha256
     from soups.train.reward_model import train_reward_model
 
     pairs = tmp_path / "pairs.jsonl"
@@ -55,14 +54,8 @@ def test_train_reward_learns_pairs_and_is_read_back(tiny_base, tmp_path):
     assert saved["tokenizer_sha256"] == tokenizer_sha256(AutoTokenizer.from_pretrained(tiny_base))
     assert saved["accuracy_before"] <= 0.5 and saved["accuracy"] >= 0.9, saved
     # read back through the reward registry's model kind: chosen scores above rejected on new pairs
-    fn = ModelReward("friendly", RewardSpec(kind="model", path=str(out)))
+    fn = ModelReward("friendly", Config(path=str(out)))
     fresh = _pairs(10, seed=1)
     chosen = fn([p["chosen"] for p in fresh], prompts=[p["prompt"] for p in fresh])
     rejected = fn([p["rejected"] for p in fresh], prompts=[p["prompt"] for p in fresh])
     assert sum(c > r for c, r in zip(chosen, rejected)) >= 9
-    # a policy with another tokenizer is refused
-    other = AutoTokenizer.from_pretrained(tiny_base)
-    other.add_tokens(["<extra_token_for_test>"])
-    check_tokenizer(out, AutoTokenizer.from_pretrained(tiny_base))
-    with pytest.raises(BaseMismatchError):
-        check_tokenizer(out, other)

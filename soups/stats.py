@@ -1,4 +1,7 @@
-"""Uncertainty: percentile-bootstrap intervals for a mean, and pairwise win rates over shared prompts.
+"""Statistics (the ground floor): percentile-bootstrap intervals for a mean, pairwise win rates, Pareto fronts.
+
+One interval shape everywhere (results.json, expert.json): `{"mean", "lo", "hi", "ci95": [lo, hi], "n"}`
+(`Interval.to_dict`; `ci95` is the name expert.json has always used for [lo, hi]).
 
 A win rate compares two systems prompt by prompt on one dimension: a win scores 1, a tie 1/2,
 a loss 0 (ties split, as judges' A/B/TIE verdicts are usually reported), and the rate is the
@@ -32,7 +35,7 @@ class Interval:
         return f"{self.mean:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "ci95": [self.lo, self.hi]}
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,11 @@ def bootstrap_ci(values: Sequence[float], *, n_boot: int = N_BOOT, alpha: float 
     means = x[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return Interval(float(x.mean()), float(lo), float(hi), n)
+
+
+def summarize(values: Sequence[float], **boot) -> dict:
+    """`bootstrap_ci(values).to_dict()`: the mean with its 95% interval, as it is written to JSON."""
+    return bootstrap_ci(values, **boot).to_dict()
 
 
 def outcomes(a: Sequence[float], b: Sequence[float], *, direction: int = 1, tol: float = 0.0) -> list[float]:

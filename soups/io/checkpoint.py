@@ -13,7 +13,6 @@ import mmap
 import os
 import re
 import struct
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +178,21 @@ class TensorReader:
         """The tensor as a new float32 array."""
         return to_f32(self.raw(info), info.dtype)
 
+    def prefetch(self, info: TensorInfo) -> None:
+        """Start reading the tensor's pages from disk in the background (read-ahead before it is used)."""
+        self._advise(info, "MADV_WILLNEED")
+
+    def release(self, info: TensorInfo) -> None:
+        """Unmap the tensor's pages once used (they stay in the page cache): resident memory stays flat."""
+        self._advise(info, "MADV_DONTNEED")  # private, never-written mapping: a later read maps the file again
+
+    def _advise(self, info: TensorInfo, flag: str) -> None:
+        m = self._map(info.file)
+        if not hasattr(mmap, flag) or info.nbytes == 0:
+            return
+        start = info.start - info.start % mmap.PAGESIZE
+        m.madvise(getattr(mmap, flag), start, info.end - start)
+
     def close(self) -> None:
         for f, m in self._maps.values():
             try:
@@ -299,10 +313,13 @@ def write_shards(
     """Write planned tensors to `<prefix>.safetensors` or `<prefix>-0000k-of-0000n.safetensors` + index.
 
     Tensors are written in plan order, sorted within a shard by (itemsize desc, name) for alignment.
-    Computed tensors (`produce`) run on one worker thread up to `lookahead` tensors ahead of the
-    writer, so computing overlaps writing while memory stays bounded. Returns the file names.
+    Computed tensors (`produce`: one array, or an iterator of row blocks) run on one worker thread up
+    to `lookahead` pieces ahead of the writer (soups.io.producer), so computing overlaps writing while
+    memory stays bounded. Returns the file names.
     """
     from concurrent.futures import ThreadPoolExecutor
+
+    from soups.io.producer import Producer
 
     metadata = {"format": "pt", **(metadata or {})}
     ordered = [sorted(s, key=lambda t: (-ST_DTYPES[t.dtype][1], t.name)) for s in plan_shards(tensors, shard_size)]
@@ -312,40 +329,26 @@ def write_shards(
         else [f"{prefix}-{i + 1:05d}-of-{len(ordered):05d}.safetensors" for i in range(len(ordered))]
     )
     copied = lambda t: t.copy_from is not None and t.copy_from.dtype == t.dtype  # noqa: E731
-    todo = iter([t for shard in ordered for t in shard if not copied(t)])
-    pending: deque = deque()
+    todo = [t for shard in ordered for t in shard if not copied(t)]
     weight_map: dict[str, str] = {}
     flusher = ThreadPoolExecutor(1, thread_name_prefix="soups-flush")  # writeback overlaps compute
-    with flusher, ThreadPoolExecutor(1, thread_name_prefix="soups-merge") as pool:
-
-        def fill() -> None:
-            while len(pending) < lookahead and (t := next(todo, None)) is not None:
-                pending.append(pool.submit(t.produce))
-
-        try:
-            fill()
-            for fname, shard in zip(names, ordered):
-                with open(out_dir / fname, "wb", buffering=0) as f:  # raw writes and kernel copies interleave
-                    _write_all(f, _header_bytes(shard, metadata))
-                    unflushed = 0
-                    for t in shard:
-                        if copied(t):
-                            _copy_range(t.copy_from, f.fileno())
-                        else:
-                            data = pending.popleft().result()
-                            fill()
-                            _write_tensor(f, t, data)
-                            del data
-                        weight_map[t.name] = fname
-                        unflushed += t.nbytes
-                        if unflushed >= FLUSH_BYTES:  # start writing back what is done, off the main thread
-                            flusher.submit(_sync_and_close, os.dup(f.fileno()))
-                            unflushed = 0
-                        if on_tensor:
-                            on_tensor(t)
-        finally:
-            for fut in pending:
-                fut.cancel()
+    with flusher, Producer(todo, depth=lookahead) as producer:
+        for fname, shard in zip(names, ordered):
+            with open(out_dir / fname, "wb", buffering=0) as f:  # raw writes and kernel copies interleave
+                _write_all(f, _header_bytes(shard, metadata))
+                unflushed = 0
+                for t in shard:
+                    if copied(t):
+                        _copy_range(t.copy_from, f.fileno())
+                    else:
+                        _write_tensor(f, t, producer.pieces())
+                    weight_map[t.name] = fname
+                    unflushed += t.nbytes
+                    if unflushed >= FLUSH_BYTES:  # start writing back what is done, off the main thread
+                        flusher.submit(_sync_and_close, os.dup(f.fileno()))
+                        unflushed = 0
+                    if on_tensor:
+                        on_tensor(t)
     if len(names) > 1:
         total = sum(t.nbytes for t in tensors)
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
@@ -364,13 +367,20 @@ def _sync_and_close(fd: int) -> None:
         os.close(fd)
 
 
-def _write_tensor(f, t: OutTensor, data) -> None:
+def _write_tensor(f, t: OutTensor, pieces) -> None:
+    """Write a computed tensor from its pieces (the whole array or blocks of rows), checking them against the plan."""
     import numpy as np
 
-    if data.dtype != np.dtype(NUMPY_DTYPES[t.dtype]) or tuple(data.shape) != t.shape:
-        raise AssertionError(f"planned {t.name} as {t.dtype}{t.shape}, got {data.dtype}{tuple(data.shape)}")
-    if data.size:
-        _write_all(f, np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+    want, written = np.dtype(NUMPY_DTYPES[t.dtype]), 0
+    for data in pieces:
+        whole = tuple(data.shape) == t.shape
+        if data.dtype != want or not (whole or (data.ndim == len(t.shape) and data.shape[1:] == t.shape[1:])):
+            raise AssertionError(f"planned {t.name} as {t.dtype}{t.shape}, got {data.dtype}{tuple(data.shape)}")
+        if data.size:
+            _write_all(f, np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+        written += data.nbytes
+    if written != t.nbytes:
+        raise AssertionError(f"planned {t.name} as {t.nbytes} bytes, its producer gave {written}")
 
 
 def _write_all(f, buf) -> None:

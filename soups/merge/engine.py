@@ -13,11 +13,11 @@ import contextlib
 import json
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from soups.errors import AdapterError, BaseMismatchError, ConfigError, WeightsError
+from soups.errors import AdapterError, BaseMismatchError
 from soups.io.adapter import Adapter, load_adapter, resolve_expert
 from soups.io.checkpoint import (
     ST_DTYPES,
@@ -31,13 +31,13 @@ from soups.io.checkpoint import (
     to_f32,
     write_shards,
 )
-from soups.merge.methods import Part, get_method
-from soups.weights import normalize_weights, parse_weights, weights_from_mapping
+from soups.merge.methods import Method, Part, get_method
+from soups.recipe import Soup, default_expert_names  # noqa: F401  (default_expert_names: part of the merge API)
+from soups.vllm_server import max_lora_rank_for
 
 log = logging.getLogger(__name__)
 
 LOOKAHEAD = 2  # blocks (or whole tensors) computed ahead of the writer
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 BASE_FILES = (
     "config.json",
     "generation_config.json",
@@ -51,78 +51,26 @@ BASE_FILES = (
     "chat_template.jinja",
     "chat_template.json",
 )
-DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
-
-
-@dataclass
-class MergeSpec:
-    """Everything a merge needs; the CLI builds it from flags and an optional recipe."""
-
-    experts: list[str]
-    weights: list[float] | Mapping[str, float] | str
-    out: Path
-    base: str | Path = "default"
-    method: str = "exact"
-    rank: int | None = None
-    format: str = "full"
-    normalize: bool = True
-    dtype: str | None = None
-    shard_size: str | int = "5GB"
-    force: bool = False
-    allow_pickle: bool = False
+ENGINE_OPTIONS = ("out", "shard_size", "force", "allow_pickle")
 
 
 @dataclass
 class MergeResult:
     out: Path
-    format: str
-    method: str
+    soup: Soup
     rank: int | None
     max_lora_rank: int | None
-    weights: dict[str, float]
+    weights: dict[str, float]  # expert name -> applied weight
     files: list[str] = field(default_factory=list)
-    energy: dict[str, float] = field(default_factory=dict)
+    report: dict[str, dict[str, float]] = field(default_factory=dict)  # what the method reported, per module
 
+    @property
+    def format(self) -> str:
+        return self.soup.format
 
-def max_lora_rank_for(rank: int) -> int | None:
-    """The smallest `--max-lora-rank` vLLM accepts that fits `rank` (None if over 512)."""
-    return next((r for r in VLLM_LORA_RANKS if r >= rank), None)
-
-
-def _dtype_code(name: str | None, flag: str = "--dtype") -> str | None:
-    if name is None:
-        return None
-    name = DTYPE_ALIASES.get(name.lower(), name.lower()).removeprefix("torch.")
-    if name not in TORCH_TO_ST or TORCH_TO_ST[name] not in ("F32", "F16", "BF16", "F64"):
-        raise ConfigError(f"{flag} {name!r} is not supported; use bfloat16, float16 or float32")
-    return TORCH_TO_ST[name]
-
-
-def default_expert_names() -> list[str]:
-    """The default expert set, in the order positional weights follow (experts/default.yaml)."""
-    import yaml
-
-    from soups.config import experts_dir
-
-    path = experts_dir() / "default.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{path}: missing; pass --experts explicitly")
-    data = yaml.safe_load(path.read_text()) or {}
-    names = data.get("experts")
-    if not isinstance(names, list) or not names:
-        raise ConfigError(f"{path}: `experts` should be a non-empty list of expert names")
-    return [str(n) for n in names]
-
-
-def _resolve_weights(spec: MergeSpec, names: list[str]) -> list[float]:
-    if isinstance(spec.weights, str):
-        return parse_weights(spec.weights, names)
-    if isinstance(spec.weights, Mapping):
-        return weights_from_mapping(spec.weights, names)
-    values = [float(v) for v in spec.weights]
-    if len(values) != len(names):
-        raise WeightsError(f"--weights: {len(values)} weight(s) for {len(names)} expert(s); give one per expert")
-    return values
+    @property
+    def method(self) -> str:
+        return self.soup.method
 
 
 def _check_base(adapters: Sequence[Adapter], base_index: CheckpointIndex, base_fp: str, tied: bool) -> None:
@@ -170,10 +118,11 @@ def _factors_loader(adapters: Sequence[Adapter], weights: Sequence[float], reade
 class Prepared:
     """A validated merge: what the writer needs."""
 
-    method: object
+    soup: Soup
+    method: Method
+    params: object  # the method's parameters (its pydantic model)
     adapters_all: list[Adapter]
     adapters: list[Adapter]  # the kept (non-zero weight) experts
-    raw: list[float]
     norm: list[float]
     weights: list[float]  # applied weights of the kept experts
     base_dir: Path
@@ -183,87 +132,83 @@ class Prepared:
     shard_size: int
 
 
-def prepare(spec: MergeSpec) -> Prepared:
+def prepare(soup: Soup, out: Path, *, force: bool = False, allow_pickle: bool = False,
+            shard_size: str | int = "5GB") -> Prepared:
     """Validate everything and return what the writer needs (raises SoupsError on bad input)."""
     from soups.base import fingerprint, resolve_base
     from soups.config import experts_dir
     from soups.io.atomic import check_output
 
-    check_output(Path(spec.out), spec.force)
-    if spec.format not in ("full", "adapter"):
-        raise ConfigError(f"--format {spec.format!r} is unknown; choose full or adapter")
-    method = get_method(spec.method)
-    out_dtype = _dtype_code(spec.dtype)
-    shard_size = parse_size(spec.shard_size)
-
-    names = list(spec.experts) if spec.experts else default_expert_names()
-    paths = [resolve_expert(n, experts_dir()) for n in names]
-    short = [Path(n).name if Path(n).is_dir() else str(n) for n in names]
-    raw = _resolve_weights(spec, short)
-    norm = normalize_weights(raw, short, spec.normalize)
-    adapters_all = [load_adapter(p, name=s, allow_pickle=spec.allow_pickle) for p, s in zip(paths, short)]
+    check_output(Path(out), force)
+    method, params = get_method(soup.method), soup.method_params()
+    out_dtype = TORCH_TO_ST[soup.dtype] if soup.dtype else None
+    size = parse_size(shard_size)
+    paths = [resolve_expert(n, experts_dir()) for n in soup.experts]
+    norm = soup.applied()
+    adapters_all = [load_adapter(p, name=s, allow_pickle=allow_pickle) for p, s in zip(paths, soup.names)]
     kept = [(a, w) for a, w in zip(adapters_all, norm) if w != 0]
     adapters = [a for a, _ in kept]
     weights = [w for _, w in kept]
 
-    base_dir = resolve_base(spec.base)
+    base_dir = resolve_base(soup.base)
     base_index = read_index(base_dir)
     base_cfg = json.loads((base_dir / "config.json").read_text())
     tied = bool(base_cfg.get("tie_word_embeddings", False))
     base_fp = fingerprint(base_dir)
     _check_base(adapters, base_index, base_fp, tied)
-    method.check(adapters, spec.rank)
-    return Prepared(
-        method, adapters_all, adapters, raw, norm, weights, base_dir, base_index, base_fp, out_dtype, shard_size
-    )
+    method.check(adapters, params)
+    return Prepared(soup, method, params, adapters_all, adapters, norm, weights, base_dir, base_index, base_fp,
+                    out_dtype, size)
 
 
-def merge(spec: MergeSpec | None = None, /, progress: bool = False, **kwargs) -> MergeResult:
-    """Build a soup: `merge(MergeSpec(...))` or `merge(experts=[...], weights=[...], out=..., **options)`."""
+def merge(soup: Soup | None = None, /, out: Path | str | None = None, *, progress: bool = False,
+          **options) -> MergeResult:
+    """Build a soup into `out`: `merge(soup, out)`, or `merge(experts=[...], weights=[...], out=..., **fields)`
+    with the fields of a recipe (`method="svd", rank=16`, ...). Engine options: `shard_size` (default 5GB),
+    `force` (replace a non-empty `out`), `allow_pickle` (read .bin/.pt adapters)."""
     from soups.io.atomic import atomic_dir
     from soups.merge.provenance import soup_record, write_provenance
 
-    spec = spec or MergeSpec(**kwargs)
-    p = prepare(spec)
-    method, adapters_all, adapters, norm, weights = p.method, p.adapters_all, p.adapters, p.norm, p.weights
-    base_dir, base_index, base_fp, out_dtype, shard_size = (
-        p.base_dir,
-        p.base_index,
-        p.base_fp,
-        p.out_dtype,
-        p.shard_size,
-    )
-    modules = sorted({m for a in adapters for m in a.modules})
-    result = MergeResult(
-        Path(spec.out), spec.format, spec.method, None, None, {a.name: w for a, w in zip(adapters_all, norm)}
-    )
-    info: dict = {}
-    with TensorReader() as reader, atomic_dir(Path(spec.out), force=spec.force) as tmp:
-        parts = _factors_loader(adapters, weights, reader)
-        if spec.format == "full":
-            dtype = out_dtype or base_index.float_dtype() or "F32"
+    engine = {k: options.pop(k) for k in ENGINE_OPTIONS if k in options}
+    out = Path(out if out is not None else engine.get("out") or "")
+    engine.pop("out", None)
+    if soup is None:
+        soup = Soup.build(options.pop("experts", None), options.pop("weights"), **options)
+    elif options:
+        raise TypeError(f"merge(soup, out) takes engine options only, not {', '.join(options)}")
+    p = prepare(soup, out, **engine)
+    modules = sorted({m for a in p.adapters for m in a.modules})
+    result = MergeResult(out, soup, None, None, {a.name: w for a, w in zip(p.adapters_all, p.norm)})
+    info: dict = {"report": {}}
+    with TensorReader() as reader, atomic_dir(out, force=engine.get("force", False)) as tmp:
+        parts = _factors_loader(p.adapters, p.weights, reader)
+        if soup.format == "full":
+            dtype = p.out_dtype or p.base_index.float_dtype() or "F32"
             info["dtype"] = ST_DTYPES[dtype][0]
-            plan = _plan_full(base_index, set(modules), parts, method, spec.rank, dtype, reader, info)
+            plan = _plan_full(p, set(modules), parts, dtype, reader, info)
             with _one_compute_thread():
-                result.files = _write(tmp, plan, shard_size, "model", progress)
-            _copy_base_files(base_dir, tmp, None if out_dtype is None else info["dtype"])
+                result.files = _write(tmp, plan, p.shard_size, "model", progress)
+            _copy_base_files(p.base_dir, tmp, None if p.out_dtype is None else info["dtype"])
         else:
-            dtype = out_dtype or "F32"
+            dtype = p.out_dtype or "F32"
             info["dtype"] = ST_DTYPES[dtype][0]
-            rank = method.adapter_rank(adapters, spec.rank)
-            plan = _plan_adapter(base_index, modules, adapters, parts, method, spec.rank, dtype, info)
+            rank = p.method.rank(p.adapters, p.params)
+            plan = _plan_adapter(p, modules, parts, dtype, info)
             result.files = _write(tmp, plan, 1 << 62, "adapter_model", progress)
-            _write_adapter_config(tmp, base_dir, base_index, modules, rank, spec, adapters)
+            _write_adapter_config(tmp, p, modules, rank)
             result.rank, result.max_lora_rank = rank, max_lora_rank_for(rank)
-        if info.get("energy"):
-            result.energy = dict(sorted(info.pop("energy").items()))
-            vals = list(result.energy.values())
-            info["svd_energy"] = {"min": min(vals), "mean": sum(vals) / len(vals)}
-        record = soup_record(
-            spec, base_dir, base_fp, adapters_all, p.raw, norm, result.rank, result.max_lora_rank, info
-        )
-        write_provenance(tmp, record)
+        result.report = {k: dict(sorted(v.items())) for k, v in info.pop("report").items() if v}
+        record = soup_record(soup, p, result.rank, result.max_lora_rank, info["dtype"], result.report)
+        write_provenance(tmp, record, soup)
     return result
+
+
+def _factors(p: Prepared, parts, module: str, info: dict):
+    """The method's factors at `module`; the numbers it reports are kept per module (info["report"])."""
+    f = p.method.factors(parts(module), p.params)
+    for key, value in f.info.items():
+        info["report"].setdefault(key, {})[module] = float(value)
+    return f
 
 
 _BITS = {"BF16": "uint16"}  # stored as uint16 in numpy
@@ -357,16 +302,13 @@ def _converted(reader: TensorReader, t, dtype: str):
     reader.release(t)
 
 
-def _plan_full(base_index, targeted, parts, method, rank, dtype, reader, info) -> list[OutTensor]:
-    info["energy"] = {}
+def _plan_full(p: Prepared, targeted, parts, dtype, reader, info) -> list[OutTensor]:
     buffers = _Buffers(ring=LOOKAHEAD + 2)
 
     def merged(t, module):
         def produce():
             reader.prefetch(t)
-            f = method.factors(parts(module), rank)
-            if "energy" in f.info:
-                info["energy"][module] = f.info["energy"]
+            f = _factors(p, parts, module, info)
             yield from _add_delta(reader.raw(t), t.dtype, f.A, f.B, f.scale, dtype, buffers)
             reader.release(t)
 
@@ -376,7 +318,7 @@ def _plan_full(base_index, targeted, parts, method, rank, dtype, reader, info) -
         return lambda: _converted(reader, t, dtype)
 
     plan = []
-    for name, t in base_index.tensors.items():
+    for name, t in p.base_index.tensors.items():
         module = name[: -len(".weight")] if name.endswith(".weight") else None
         if module in targeted:
             plan.append(OutTensor(name, dtype, t.shape, produce=merged(t, module)))
@@ -387,17 +329,14 @@ def _plan_full(base_index, targeted, parts, method, rank, dtype, reader, info) -
     return plan
 
 
-def _plan_adapter(base_index, modules, adapters, parts, method, rank, dtype, info):
+def _plan_adapter(p: Prepared, modules, parts, dtype, info):
     """lora_A / lora_B per module; both come from one factors() call (A first, B reuses it)."""
-    info["energy"] = {}
     cache: dict[str, object] = {}
 
     def factor(module, which):
         def produce():
             if which == "A":
-                f = method.factors(parts(module), rank)
-                if "energy" in f.info:
-                    info["energy"][module] = f.info["energy"]
+                f = _factors(p, parts, module, info)
                 cache[module] = f.B
                 return from_f32(f.A, dtype)
             return from_f32(cache.pop(module), dtype)
@@ -406,8 +345,8 @@ def _plan_adapter(base_index, modules, adapters, parts, method, rank, dtype, inf
 
     plan = []
     for module in modules:
-        w = base_index.tensors[f"{module}.weight"]
-        r = method.adapter_rank(adapters, rank, module)
+        w = p.base_index.tensors[f"{module}.weight"]
+        r = p.method.rank(p.adapters, p.params, module)
         key = f"base_model.model.{module}"
         plan.append(OutTensor(f"{key}.lora_A.weight", dtype, (r, w.shape[1]), produce=factor(module, "A")))
         plan.append(OutTensor(f"{key}.lora_B.weight", dtype, (w.shape[0], r), produce=factor(module, "B")))
@@ -452,20 +391,15 @@ def _target_modules(base_index: CheckpointIndex, modules: list[str]) -> list[str
     return leaves if covered == set(modules) else sorted(modules)
 
 
-def _write_adapter_config(tmp, base_dir, base_index, modules, rank, spec, adapters) -> None:
-    """A plain PEFT LoRA config that PEFT and vLLM load (no bias, DoRA or modules_to_save)."""
-    if spec.method == "linear":  # keep the experts' own r/alpha (equal by the method's check)
-        ref = adapters[0].config
-        lora = {k: ref.get(k) for k in ("r", "lora_alpha", "use_rslora")}
-        lora |= {"rank_pattern": ref.get("rank_pattern") or {}, "alpha_pattern": ref.get("alpha_pattern") or {}}
-    else:  # factors carry the scale: r = lora_alpha = R
-        lora = {"r": rank, "lora_alpha": rank, "use_rslora": False, "rank_pattern": {}, "alpha_pattern": {}}
+def _write_adapter_config(tmp: Path, p: Prepared, modules: list[str], rank: int) -> None:
+    """A plain PEFT LoRA config that PEFT and vLLM load (no bias, DoRA or modules_to_save); r, lora_alpha,
+    rsLoRA and patterns are the method's (Method.adapter_config)."""
     config = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": str(base_dir),
-        **lora,
-        "target_modules": _target_modules(base_index, modules),
+        "base_model_name_or_path": str(p.base_dir),
+        **p.method.adapter_config(p.adapters, p.params, rank),
+        "target_modules": _target_modules(p.base_index, modules),
         "lora_dropout": 0.0,
         "bias": "none",
         "use_dora": False,

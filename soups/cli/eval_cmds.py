@@ -26,6 +26,8 @@ def generate_cmd(
     method: str = typer.Option("exact", "--method", help=method_help()),
     param: list[str] | None = typer.Option(None, "--param", help=_PARAM),
     system: str | None = typer.Option(None, "--system", help="System prompt for every request."),
+    statements: bool = typer.Option(False, "--statements", help="Append the soup's declared dimensions' preference "
+                                    "statements to every user message, as the paper's eval.py does."),
     engine: str = typer.Option("transformers", "--engine", help="transformers, or vllm (when installed)."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Tokens to generate per response."),
     batch_size: int = typer.Option(8, "--batch-size", help="Prompts per batch (transformers)."),
@@ -46,7 +48,7 @@ def generate_cmd(
     path = generate_responses(prompts, out, soup=soup, experts=split_list(experts), weights=weights, base=base,
                               method=method, params=parse_params(param), system=system, engine=engine,
                               max_new_tokens=max_new_tokens, batch_size=batch_size, greedy=not sample, seed=seed,
-                              dtype=dtype, limit=limit, force=force)
+                              dtype=dtype, limit=limit, statements=statements, force=force)
     typer.echo(str(path))
 
 
@@ -72,7 +74,9 @@ def eval_cmd(
     param: list[str] | None = typer.Option(None, "--param", help=_PARAM),
     prompts: str = typer.Option("heldout", "--prompts", help=_PROMPTS),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N prompts."),
-    baselines: str = typer.Option("linear,base,prompted,experts", "--baselines", help="Baselines to compare with."),
+    baselines: str = typer.Option("statements,linear,base,prompted,experts", "--baselines",
+                                  help="Systems to compare the soup with: statements (the soup + its preference "
+                                  "statements), linear, base, prompted (base + statements), experts (each alone)."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Tokens to generate per response."),
     batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generation batch."),
     seed: int = typer.Option(0, "--seed", help="Seed for bootstrap resampling."),
@@ -83,10 +87,13 @@ def eval_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="Regenerate instead of reusing cached responses."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
 ) -> None:
-    """Score a soup against the base, the prompting baseline, each expert and the paper's averaging.
+    """Score a soup, alone and with its preference statements, against the base, the prompted base, each
+    expert and the paper's averaging.
 
-    Each declared dimension (non-zero weight) is scored by a held-out scorer (reading grade, word
-    counts, VADER sentiment), with bootstrap 95% intervals and the soup's win rate per baseline.
+    The soup answers twice: the prompt alone, and the prompt with the declared dimensions' statements
+    appended (as the paper's eval.py asks its soups; the prompted base gets the same statements). Each
+    declared dimension (non-zero weight) is scored by its held-out scorer (reading grade, word counts,
+    VADER sentiment), with bootstrap 95% intervals and both soups' win rates per baseline.
     `--judge-url` adds the paper's pairwise judging (one criterion at a time, A/B/TIE, both orders).
 
     Example: `soups eval --experts concise,friendly,expert --weights 1,0,1 --limit 32 --out eval_cfe`.

@@ -1,16 +1,19 @@
 """`soups eval`: does a soup deliver each declared dimension, compared with the baselines?
 
 Systems, all answering the same prompts with the same decoding:
-- `soup`: the experts merged by the user's weights (method `exact` by default);
+- `soup`: the experts merged by the user's weights (method `exact` by default), answering the prompt alone;
+- `soup+statements`: the same soup with the declared dimensions' preference statements appended to the
+  user message, as the paper's eval.py asks its soups (soups.prompts.with_statements);
 - `linear`: the paper's parameter averaging of the same experts (method `linear`), when it applies;
 - `base`: the base model alone;
-- `prompted`: the base with the declared dimensions' preference statements as the system prompt
-  (the paper's prompting baseline);
+- `prompted`: the base with the same statements appended to the user message (the paper's prompting
+  baseline);
 - `expert:<name>`: each declared expert alone.
-Each declared dimension (experts with a non-zero weight) is scored by its held-out scorer
-(soups.eval.scorers) and, with a judge, pairwise in the paper's protocol (soups.eval.judge).
-Reported: mean score per system with a bootstrap 95% interval, and the soup's win rate against
-each baseline with its interval, as JSON, CSV and a table.
+The statements come from the dimensions the built soup declares (its soup.json, weight > 0). Each
+declared dimension is scored by its held-out scorer (soups.eval.scorers) and, with a judge, pairwise
+in the paper's protocol (soups.eval.judge). Reported: mean score per system with a bootstrap 95%
+interval, and the win rates, with their intervals, of the soup (`win_rates`) and of the soup with
+statements (`win_rates_with_statements`) against every other system, as JSON, CSV and tables.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ from pathlib import Path
 
 from soups.errors import ConfigError, SoupsError
 from soups.eval.cache import ResponseCache, default_cache_dir
+from soups.eval.report import WIN_TABLES  # report key -> whose win rates: the soup, the soup with statements
 from soups.eval.scorers import scorer_for
 from soups.recipe import Soup
 from soups.stats import bootstrap_ci, win_rate
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("linear", "base", "prompted", "experts")
+BASELINES = ("statements", "linear", "base", "prompted", "experts")
 
 
 @dataclass
@@ -61,6 +65,7 @@ class System:
     label: str
     adapter: Path | None = None  # None: the base alone
     system_prompt: str | None = None
+    statements: tuple[str, ...] = ()  # appended to every user message (soups.prompts.with_statements)
 
 
 def _declared(cfg: EvalConfig) -> tuple[Soup, list[tuple[str, str]]]:
@@ -73,10 +78,15 @@ def _declared(cfg: EvalConfig) -> tuple[Soup, list[tuple[str, str]]]:
 
 def _systems(cfg: EvalConfig, soup: Soup, declared, soups_dir: Path, skipped: dict) -> list[System]:
     """Build the soup, the baselines' adapters (merge library, adapter format) and list every system."""
-    from soups.dimensions import load_dimension
     from soups.eval.systems import build_soup
+    from soups.merge.provenance import statements
 
-    systems = [System("soup", f"soup ({soup.method})", build_soup(soup, soups_dir / "soup"))]
+    built = build_soup(soup, soups_dir / "soup")
+    said = tuple(statements(built))  # the dimensions the soup declares, from its soup.json
+    systems = [System("soup", f"soup ({soup.method})", built)]
+    if "statements" in cfg.baselines:
+        systems.append(System("soup+statements", f"soup ({soup.method}) + preference statements", built,
+                              statements=said))
     if "linear" in cfg.baselines and soup.method != "linear" and len(declared) > 1:
         try:
             linear = soup.model_copy(update={"method": "linear", "params": {}})
@@ -87,8 +97,7 @@ def _systems(cfg: EvalConfig, soup: Soup, declared, soups_dir: Path, skipped: di
     if "base" in cfg.baselines:
         systems.append(System("base", "base model"))
     if "prompted" in cfg.baselines:
-        prompt = " ".join(load_dimension(d).statement for _, d in declared)
-        systems.append(System("prompted", "base + preference prompt", None, prompt))
+        systems.append(System("prompted", "base + preference statements", None, statements=said))
     if "experts" in cfg.baselines:
         for n, d in declared:
             alone = Soup.build(list(soup.experts), [1.0 if m == n else 0.0 for m in soup.experts], base=soup.base)
@@ -99,6 +108,7 @@ def _systems(cfg: EvalConfig, soup: Soup, declared, soups_dir: Path, skipped: di
 def generate_systems(cfg, systems: list[System], base_dir: Path, prompts: list[str]) -> dict[str, list[str]]:
     """Responses of every system (one loaded base, adapters swapped; cached on disk)."""
     from soups.eval.generate import ChatGenerator
+    from soups.prompts import with_statements
 
     root = default_cache_dir() if cfg.cache == "default" else (Path(cfg.cache) if cfg.cache else None)
     cache = ResponseCache(root)
@@ -106,17 +116,24 @@ def generate_systems(cfg, systems: list[System], base_dir: Path, prompts: list[s
     gen = None
     out = {}
     for s in systems:
-        key = cache.key(s.adapter or base_dir, s.system_prompt, prompts, settings)
+        asked = [with_statements(p, s.statements) for p in prompts]
+        key = cache.key(s.adapter or base_dir, s.system_prompt, asked, settings)
         hit = cache.get(key)
         if hit is not None:
             out[s.name] = hit
             continue
         gen = gen or ChatGenerator(base_dir, dtype=cfg.dtype)
         gen.set_adapter(s.adapter)
-        out[s.name] = gen.generate(prompts, system=s.system_prompt, max_new_tokens=cfg.max_new_tokens,
+        out[s.name] = gen.generate(asked, system=s.system_prompt, max_new_tokens=cfg.max_new_tokens,
                                    batch_size=cfg.batch_size, seed=cfg.seed, progress=cfg.progress, label=s.name)
         cache.put(key, out[s.name])
     return out
+
+
+def _opponents(systems: list[System], ours: str) -> list[System]:
+    """Whom `ours` is compared with: every other system (the plain soup is not compared with itself + statements;
+    the soup with statements is compared with the plain soup)."""
+    return [s for s in systems if s.name != ours and not (ours == "soup" and s.name == "soup+statements")]
 
 
 def evaluate(cfg: EvalConfig) -> dict:
@@ -138,8 +155,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     soup, declared = _declared(cfg)
     dims = list(dict.fromkeys(d for _, d in declared))
     scorers = {d: scorer_for(d, cfg.scorers.get(d)) for d in dims}
-    needs_statement = "prompted" in cfg.baselines or cfg.judge_url
-    statements = {d: load_dimension(d).statement if needs_statement else None for d in dims}
+    statements = {d: load_dimension(d).statement for d in dims}
     prompts = load_prompt_set(cfg.prompts, cfg.limit)
     base_dir = resolve_base(cfg.base)
     skipped: dict[str, str] = {}
@@ -155,22 +171,27 @@ def evaluate(cfg: EvalConfig) -> dict:
             "dimensions": [{"name": d, "metric": scorers[d].metric.name, "label": scorers[d].metric.label,
                             "wants": scorers[d].wants, "statement": statements[d]} for d in dims],
             "systems": [{"name": s.name, "label": s.label, "system_prompt": s.system_prompt,
+                         "statements": list(s.statements),
                          "adapter": str(s.adapter.relative_to(tmp)) if s.adapter else None} for s in systems],
             "scores": {s: {d: bootstrap_ci(v, seed=cfg.seed).to_dict() for d, v in per.items()}
                        for s, per in scores.items()},
-            "win_rates": {s.name: {d: win_rate(scores["soup"][d], scores[s.name][d], direction=scorers[d].direction,
-                                               seed=cfg.seed).to_dict() for d in dims}
-                          for s in systems if s.name != "soup"},
             "skipped": skipped,
         }
+        for key, ours in WIN_TABLES.items():
+            if ours in scores:
+                report[key] = {s.name: {d: win_rate(scores[ours][d], scores[s.name][d], seed=cfg.seed,
+                                                    direction=scorers[d].direction).to_dict() for d in dims}
+                               for s in _opponents(systems, ours)}
         if cfg.judge_url:
             from soups.eval.judge import judge_win_rate, make_client
 
             client = make_client(cfg.judge_url, cfg.judge_model)
-            report["judge"] = {"url": cfg.judge_url, "model": cfg.judge_model, "win_rates": {
-                s.name: {d: judge_win_rate(client, statements[d], prompts, responses["soup"], responses[s.name],
-                                           seed=cfg.seed).to_dict() for d in dims}
-                for s in systems if s.name != "soup"}}
+            report["judge"] = {"url": cfg.judge_url, "model": cfg.judge_model}
+            for key, ours in WIN_TABLES.items():
+                if ours in responses:
+                    report["judge"][key] = {s.name: {d: judge_win_rate(client, statements[d], prompts, responses[ours],
+                                                                       responses[s.name], seed=cfg.seed).to_dict()
+                                                     for d in dims} for s in _opponents(systems, ours)}
         write_report(tmp, report, prompts, responses, scores)
     report["out"] = str(Path(cfg.out).absolute())
     return report

@@ -35,17 +35,27 @@ def write_report(out: Path, report: dict, prompts: list[str], responses: dict[st
                 w.writerow([system, dim["name"], dim["metric"], dim["wants"], s["mean"], s["lo"], s["hi"], s["n"]])
     with open(out / "win_rates.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["judge", "baseline", "dimension", "wins", "ties", "losses", "rate", "lo", "hi", "n", "verdict"])
-        tables = [("metric", report["win_rates"])] + ([("judge", report["judge"]["win_rates"])] if "judge" in report
-                                                      else [])
-        for kind, table in tables:
+        w.writerow(["system", "judge", "baseline", "dimension", "wins", "ties", "losses", "rate", "lo", "hi", "n",
+                    "verdict"])
+        for system, kind, table in _win_tables(report):
             for baseline, per in table.items():
                 for dim, r in per.items():
-                    w.writerow([kind, baseline, dim, r["wins"], r["ties"], r["losses"], r["mean"], r["lo"], r["hi"],
-                                r["n"], verdict(r)])
+                    w.writerow([system, kind, baseline, dim, r["wins"], r["ties"], r["losses"], r["mean"], r["lo"],
+                                r["hi"], r["n"], verdict(r)])
     rows = [{"system": system, "prompt": p, "response": r, "scores": {d: per[i] for d, per in scores[system].items()}}
             for system, texts in responses.items() for i, (p, r) in enumerate(zip(prompts, texts))]
     (out / "responses.jsonl").write_text(jsonl_text(rows), encoding="utf-8")
+
+
+WIN_TABLES = {"win_rates": "soup", "win_rates_with_statements": "soup+statements"}
+
+
+def _win_tables(report: dict) -> list[tuple[str, str, dict]]:
+    """(whose win rates, metric | judge, table) for every win-rate table the report has."""
+    out = []
+    for kind, where in (("metric", report), ("judge", report.get("judge", {}))):
+        out += [(system, kind, where[key]) for key, system in WIN_TABLES.items() if key in where]
+    return out
 
 
 def _fmt(x: dict, pct: bool = False) -> str:
@@ -54,9 +64,11 @@ def _fmt(x: dict, pct: bool = False) -> str:
     return f"{x['mean'] * k:.{d}f} [{x['lo'] * k:.{d}f}, {x['hi'] * k:.{d}f}]"
 
 
-def summary(report: dict, baselines: tuple[str, ...] = ("base", "prompted"), judge: bool = False) -> list[str]:
-    """One line per baseline: the soup's verdict on each declared dimension, with win rates and intervals."""
-    table = report["judge"]["win_rates"] if judge else report["win_rates"]
+def summary(report: dict, baselines: tuple[str, ...] = ("base", "prompted"), judge: bool = False,
+            key: str = "win_rates") -> list[str]:
+    """One line per baseline: the soup's (`key`: or the soup with statements') verdict on each declared
+    dimension, with win rates and intervals."""
+    table = (report["judge"] if judge else report).get(key, {})
     lines = []
     for b in baselines:
         if b in table:
@@ -82,10 +94,8 @@ def print_report(report: dict, console=None) -> None:
     for system, per in report["scores"].items():
         t.add_row(system, *[_fmt(per[d["name"]]) for d in dims])
     console.print(t)
-    tables = [("metric", report["win_rates"])] + ([("judge", report["judge"]["win_rates"])] if "judge" in report
-                                                  else [])
-    for kind, table in tables:
-        w = Table(title=f"Soup win rate vs baseline ({kind}; % with 95% CI, W/T/L)")
+    for system, kind, table in _win_tables(report):
+        w = Table(title=f"Win rate of {system} vs baseline ({kind}; % with 95% CI, W/T/L)")
         w.add_column("baseline")
         for d in dims:
             w.add_column(d["name"], justify="right")
@@ -93,8 +103,9 @@ def print_report(report: dict, console=None) -> None:
             w.add_row(baseline, *[f"{_fmt(per[d['name']], pct=True)} {per[d['name']]['wins']}/"
                                   f"{per[d['name']]['ties']}/{per[d['name']]['losses']}" for d in dims])
         console.print(w)
-    for line in summary(report, judge=False):
-        console.print(line)
+    for key, system in WIN_TABLES.items():
+        for line in summary(report, key=key):
+            console.print(f"{system} {line}")
     for name, why in report.get("skipped", {}).items():
         console.print(f"[yellow]skipped {name}[/]: {why}")
     if "out" in report:

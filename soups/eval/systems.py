@@ -63,12 +63,18 @@ def generate_responses(prompts: str | Path, out: Path, *, soup: Path | None = No
                        base: str | Path = "default", method: str = "exact", params: dict | None = None,
                        system: str | None = None, engine: str = "transformers", max_new_tokens: int = 128,
                        batch_size: int = 8, greedy: bool = True, seed: int = 0, dtype: str | None = None,
-                       limit: int | None = None, force: bool = False, progress: bool = True) -> Path:
-    """`soups generate`: answer a prompt set with a soup directory, or a soup merged from experts and weights."""
+                       limit: int | None = None, statements: bool = False, force: bool = False,
+                       progress: bool = True) -> Path:
+    """`soups generate`: answer a prompt set with a soup directory, or a soup merged from experts and weights.
+
+    With `statements`, the declared dimensions' preference statements (soup.json's experts with weight > 0)
+    are appended to every user message, as the paper's eval.py asks its soups (soups.prompts.with_statements)."""
     import tempfile
 
     from soups.eval.generate import generate_chat, generate_vllm
     from soups.io.jsonl import check_file_output, write_jsonl
+    from soups.merge import provenance
+    from soups.prompts import with_statements
 
     if engine not in ("transformers", "vllm"):
         raise ConfigError(f"--engine {engine}: unknown; choose transformers or vllm")
@@ -82,15 +88,17 @@ def generate_responses(prompts: str | Path, out: Path, *, soup: Path | None = No
         if model is None:
             spec = Soup.build(experts, weights, base=base, method=method, **(params or {}))
             model = build_soup(spec, Path(tmp) / "soup")
+        said = provenance.statements(model) if statements else []
+        asked = [with_statements(p, said) for p in texts]
         settings = dict(model=str(soup) if soup is not None else None, experts=list(experts or []) or None,
                         weights=weights if isinstance(weights, str) or weights is None else list(weights),
-                        method=None if soup is not None else method, system=system, engine=engine,
-                        max_new_tokens=max_new_tokens, greedy=greedy, seed=seed)
+                        method=None if soup is not None else method, system=system, statements=said or None,
+                        engine=engine, max_new_tokens=max_new_tokens, greedy=greedy, seed=seed)
         if engine == "vllm":
-            responses = generate_vllm(model, texts, system=system, max_new_tokens=max_new_tokens, greedy=greedy,
+            responses = generate_vllm(model, asked, system=system, max_new_tokens=max_new_tokens, greedy=greedy,
                                       seed=seed, dtype=dtype)
         else:
-            responses = generate_chat(model, texts, system=system, max_new_tokens=max_new_tokens,
+            responses = generate_chat(model, asked, system=system, max_new_tokens=max_new_tokens,
                                       batch_size=batch_size, greedy=greedy, seed=seed, dtype=dtype, progress=progress)
     rows = [{"prompt": p, "response": r, **settings} for p, r in zip(texts, responses)]
     return write_jsonl(out, rows, force=force)

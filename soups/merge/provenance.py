@@ -1,7 +1,8 @@
 """What a soup records about itself: `soup.json` and a model card README (DESIGN.md "Formats").
 
 The card's recipe block is the soup itself (`Soup.to_yaml`), so `soups merge --recipe` on it
-rebuilds the same bytes.
+rebuilds the same bytes. `declared_dimensions` / `statements` read back which dimensions a soup (or
+an expert) declares, for answering with their preference statements as the paper does.
 """
 
 from __future__ import annotations
@@ -88,6 +89,32 @@ def model_card(record: dict, soup) -> str:
 def recipe_of_card(text: str) -> str:
     """The recipe YAML block of a model card (what `model_card` wrote under "## Recipe")."""
     return text.split("## Recipe", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def declared_dimensions(model: Path) -> list[str]:
+    """The dimensions a soup directory declares: its soup.json experts with weight > 0 (an expert's dimension,
+    else its name); for an expert directory, the dimension its expert.json names (else the folder's name)."""
+    from soups.errors import ConfigError
+
+    model = Path(model)
+    try:
+        if (model / "soup.json").is_file():
+            record = json.loads((model / "soup.json").read_text())
+            return list(dict.fromkeys(e.get("dimension") or e["name"] for e in record["experts"] if e["weight"] > 0))
+        if (model / "expert.json").is_file():
+            dim = json.loads((model / "expert.json").read_text()).get("dimension")
+            return [str(dim.get("name") if isinstance(dim, dict) else dim or model.name)]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{model}: soup.json / expert.json unreadable ({e}); rebuild it with soups merge") from None
+    raise ConfigError(f"--statements: {model} declares no dimensions (no soup.json or expert.json); "
+                      "give a soup built by `soups merge` or an expert")
+
+
+def statements(model: Path) -> list[str]:
+    """The preference statements of the dimensions `model` declares (declared_dimensions), in order."""
+    from soups.dimensions import load_dimension
+
+    return [load_dimension(d).statement for d in declared_dimensions(model)]
 
 
 def write_provenance(out: Path, record: dict, soup) -> None:

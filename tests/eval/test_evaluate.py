@@ -24,10 +24,12 @@ def test_eval_end_to_end(eval_world, tmp_path, monkeypatch):
     done = run_cli(*args)
     assert done.code == 0, done.err
     screen = done.out
-    assert "Held-out scores" in screen and "win rate" in screen and "vs prompted" in screen
+    assert "Held-out scores" in screen and "win rate" in screen.lower() and "soup vs prompted" in screen
+    assert "soup+statements vs prompted" in screen
     res = json.loads((out / "results.json").read_text())
-    systems = ["soup", "linear", "base", "prompted", "expert:concise", "expert:friendly"]
-    assert list(res["scores"]) == systems and list(res["win_rates"]) == systems[1:]
+    systems = ["soup", "soup+statements", "linear", "base", "prompted", "expert:concise", "expert:friendly"]
+    assert list(res["scores"]) == systems and list(res["win_rates"]) == systems[2:]
+    assert list(res["win_rates_with_statements"]) == ["soup", *systems[2:]]
     assert [d["name"] for d in res["dimensions"]] == ["concise", "friendly"]
 
     rows = read_jsonl(out / "responses.jsonl")
@@ -35,22 +37,33 @@ def test_eval_end_to_end(eval_world, tmp_path, monkeypatch):
     assert all(len(v) == N_PROMPTS for v in by.values())
     texts = [p for p in prompts.read_text().splitlines()]
     # the systems are what they claim: reference generations through the plain API
-    def ref(model, **kw):
-        return generate_chat(model, texts, max_new_tokens=N_TOKENS, progress=False, **kw)
+    def ref(model, prompts=texts, **kw):
+        return generate_chat(model, prompts, max_new_tokens=N_TOKENS, progress=False, **kw)
     assert [r["response"] for r in by["expert:concise"]] == ref(experts["concise"])
     assert [r["response"] for r in by["base"]] == ref(base)
-    statement = " ".join(load_dimension(d).statement for d in ("concise", "friendly"))
-    assert [r["response"] for r in by["prompted"]] == ref(base, system=statement)
-    assert res["systems"][3]["system_prompt"] == statement
+    # with statements: the paper's eval.py appends them to the user message, "{instruction} {s1} {s2}"
+    said = [load_dimension(d).statement for d in ("concise", "friendly")]
+    with_said = [f"{t} {said[0]} {said[1]}" for t in texts]
+    assert [r["response"] for r in by["prompted"]] == ref(base, prompts=with_said)
+    soup_dir = out / "soups" / "soup"
+    assert [r["response"] for r in by["soup+statements"]] == ref(soup_dir, prompts=with_said)
+    assert [r["response"] for r in by["soup"]] == ref(soup_dir)
+    assert by["soup+statements"] != by["soup"]  # the statements change what the soup answers
+    info = {s["name"]: s for s in res["systems"]}
+    assert info["prompted"]["statements"] == info["soup+statements"]["statements"] == said
+    assert info["soup"]["statements"] == [] and info["prompted"]["system_prompt"] is None
 
     # scores and win rates agree with a hand count over the per-prompt scores
-    for b in systems[1:]:
+    for b in systems[2:]:
         soup_w, base_w = [r["scores"]["concise"] for r in by["soup"]], [r["scores"]["concise"] for r in by[b]]
         wins = sum(s < o for s, o in zip(soup_w, base_w))  # concise wants fewer words
         ties = sum(s == o for s, o in zip(soup_w, base_w))
         wr = res["win_rates"][b]["concise"]
         assert (wr["wins"], wr["ties"]) == (wins, ties) and wr["mean"] == pytest.approx((wins + ties / 2) / N_PROMPTS)
         assert wr["lo"] <= wr["mean"] <= wr["hi"]
+        with_s = [r["scores"]["concise"] for r in by["soup+statements"]]
+        wr = res["win_rates_with_statements"][b]["concise"]
+        assert wr["wins"] == sum(s < o for s, o in zip(with_s, base_w))
     with open(out / "scores.csv") as f:
         table = list(csv.DictReader(f))
     assert len(table) == len(systems) * 2 and {r["system"] for r in table} == set(systems)

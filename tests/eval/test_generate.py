@@ -109,3 +109,27 @@ def test_set_adapter_swaps_without_reload(sharp_base, tmp_path):
     assert outs["e2"] == generate_chat(e2, PROMPTS, max_new_tokens=6, progress=False)
     assert outs["base"] == generate_chat(sharp_base, PROMPTS, max_new_tokens=6, progress=False)
     assert len({tuple(v) for v in outs.values()}) == 3
+
+
+def test_cli_generate_with_statements(sharp_base, tmp_path):
+    """`--statements`: the declared dimensions' statements appended to each user message, as the paper's eval.py."""
+    from soups.dimensions import load_dimension
+
+    e1 = make_lora_expert(sharp_base, tmp_path / "e1", alpha=64, seed=1, dimension="concise")
+    e2 = make_lora_expert(sharp_base, tmp_path / "e2", alpha=64, seed=2, dimension="friendly")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(PROMPTS[:3]) + "\n")
+    out = tmp_path / "r.jsonl"
+    res = run_cli("generate", "--experts", f"{e1},{e2}", "--weights", "1,0", "--base", sharp_base, "--prompts",
+                  prompts, "--statements", "--out", out, "--max-new-tokens", "5")
+    assert res.code == 0, res.err
+    said = load_dimension("concise").statement  # friendly has weight 0: not declared
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == PROMPTS[:3] and all(r["statements"] == [said] for r in rows)
+    asked = [f"{p} {said}" for p in PROMPTS[:3]]
+    assert [r["response"] for r in rows] == generate_chat(sharp_base, asked, adapter=e1, max_new_tokens=5,
+                                                          progress=False)
+    plain = generate_chat(sharp_base, PROMPTS[:3], adapter=e1, max_new_tokens=5, progress=False)
+    assert [r["response"] for r in rows] != plain
+    assert_one_line_error(run_cli("generate", "--soup", sharp_base, "--prompts", prompts, "--statements",
+                                  "--out", tmp_path / "b.jsonl"), "--statements", "declares no dimensions")

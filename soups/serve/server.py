@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from soups.errors import ConfigError, ServerError, SoupsError
-from soups.serve.adapters import build_adapter, max_rank_for_experts
+from soups.serve.builds import build_adapter, max_rank_for_experts
 from soups.serve.users import load_users, user_soup
 
 log = logging.getLogger(__name__)

@@ -75,7 +75,7 @@ def test_users_file_collects_bad_entries_and_keeps_good_ones(world, tmp_path):
 
 def test_soup_adapters_are_cached_by_content(world, tmp_path, monkeypatch):
     from soups.errors import WeightsError
-    from soups.serve.adapters import build_adapter, max_rank_for_experts
+    from soups.serve.builds import build_adapter, max_rank_for_experts
     from soups.serve.users import user_soup
 
     monkeypatch.setenv("SOUPS_HOME", str(tmp_path / "home"))

@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 VLLM_STAMP := $(VENV)/.soups-vllm-installed
 
-.PHONY: install install-vllm browser demo test bench bench-playground bench-prefs bench-serve experts eval lint clean
+.PHONY: install install-vllm browser demo test bench bench-playground bench-scale bench-generate bench-prefs bench-serve experts eval lint clean
 
 install: $(STAMP)
 
@@ -47,15 +47,23 @@ bench: install
 bench-playground: install browser
 	$(BIN)/python bench/playground.py
 
+# 7B-shaped merge (not in `make test`): builds a 13.5 GB base once under ~/.cache/soups/bench-scale; ~28 GB disk
+bench-scale: install
+	$(BIN)/python bench/scale.py
+
+# tokens/s of the generation engines on the embedded base (transformers float32 / bf16 autocast, vLLM)
+bench-generate: install $(VLLM_STAMP)
+	$(BIN)/python bench/generate.py
+
 # Shipped experts: PPO after a supervised warm start, `cpu` preset, seed 0 (README "Training experts");
 # resumable (rerun `make experts` after any interruption), one thread per run, EXPERT_JOBS runs at once.
 EXPERT_JOBS ?= 2
 experts: install
 	bash scripts/train_experts.sh $(BIN) $(EXPERT_JOBS)
 
-# the README's results: the paper's 8 combinations and one sweep, on the shipped experts
+# the README's results: experts alone, the paper's 8 combinations, 3 sweeps, fluency, curves (soups/eval/paper.py)
 eval: install
-	$(BIN)/python -m soups.eval.paper --out docs/eval --limit 32 --max-new-tokens 48 --grid 3
+	$(BIN)/python -m soups.eval.paper --out docs/eval --limit 48 --max-new-tokens 256 --grid 5
 
 bench-prefs: install
 	$(BIN)/python bench/fit_weights.py

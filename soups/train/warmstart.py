@@ -43,17 +43,10 @@ def _chat(tokenizer, prompt: str) -> str:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file this module wrote; a torn last line (a killed write) is dropped."""
-    rows = []
-    if not path.is_file():
-        return rows
-    for ln in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(ln))
-        except json.JSONDecodeError:
-            log.warning("%s: dropping a torn line (interrupted write)", path)
-            break
-    return rows
+    """Rows of a JSONL file this module wrote ([] when absent); a torn last line (a killed write) is dropped."""
+    from soups.io.jsonl import read_jsonl
+
+    return [row for _, row in read_jsonl(path, tolerate_torn_tail=True)] if path.is_file() else []
 
 
 @torch.no_grad()

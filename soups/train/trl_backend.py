@@ -226,9 +226,9 @@ def train_ppo(policy, tokenizer, base_dir: Path, cfg: TrainConfig, reward_fn: Re
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    templ = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                           tokenize=True, return_dict=False) for p in prompts]
-    templ = [list(t["input_ids"]) if isinstance(t, dict) else list(t) for t in templ]
+    from soups.chat import render
+
+    templ = [tokenizer(render(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
     prompt_of = {tuple(t): p for t, p in zip(templ, prompts)}
     ds = Dataset.from_dict({"input_ids": templ})
     args = PPOConfig(
@@ -294,8 +294,9 @@ def train_group(algo: str, policy, tokenizer, cfg: TrainConfig, reward_fn: Rewar
         from soups.errors import ConfigError
 
         raise ConfigError(f"batch_size={cfg.batch_size}: must be a multiple of num_generations={cfg.num_generations}")
-    templ = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                           tokenize=False) for p in prompts]
+    from soups.chat import render
+
+    templ = [render(tokenizer, p) for p in prompts]
     ds = Dataset.from_dict({"prompt": templ, "raw_prompt": prompts})
     extra = {"loss_type": "dapo"} if algo == "grpo" else {}
     args = Config(

@@ -29,17 +29,13 @@ from typing import Any
 
 import torch
 
+from soups.chat import render
 from soups.hardware import autocast
 from soups.io.atomic import atomic_write_text
 from soups.prompts import with_statements
 from soups.train.config import WarmStart
 
 log = logging.getLogger(__name__)
-
-
-def _chat(tokenizer, prompt: str) -> str:
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                         tokenize=False)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -64,7 +60,7 @@ def candidates(model, tokenizer, prompts: list[str], statement: str, ws: WarmSta
     for i in range(0, len(todo), ws.gen_batch):
         batch = todo[i:i + ws.gen_batch]
         torch.manual_seed(seed + len(rows))
-        texts = [_chat(tokenizer, with_statements(p, [statement])) for p in batch]
+        texts = [render(tokenizer, with_statements(p, [statement])) for p in batch]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with autocast(use_bf16):
             out = model.generate(**enc, max_new_tokens=ws.max_new_tokens, do_sample=True, top_k=0, top_p=1.0,
@@ -106,7 +102,7 @@ def _examples(tokenizer, data: list[dict]) -> list[tuple[list[int], int]]:
     """(token ids of chat prompt + answer + EOS, length of the prompt part) per example."""
     out = []
     for d in data:
-        p = tokenizer(_chat(tokenizer, d["prompt"]), add_special_tokens=False)["input_ids"]
+        p = tokenizer(render(tokenizer, d["prompt"]), add_special_tokens=False)["input_ids"]
         a = tokenizer(d["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         out.append((p + a, len(p)))
     return out

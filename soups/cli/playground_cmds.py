@@ -39,6 +39,7 @@ def playground_cmd(
 
         soups playground --experts concise,friendly,expert,elementary --weights 1,0,1,0 --port 8080
     """
+    import socket
     import time
 
     from soups.errors import ConfigError
@@ -49,12 +50,20 @@ def playground_cmd(
         raise ConfigError("soups playground needs Gradio: pip install -e '.[playground]' (or make install)") from None
     from soups.playground.app import launch
     from soups.playground.session import Playground
+    from soups.recipe import default_expert_names, short_name
     from soups.weights import parse_weights
 
-    names = [s.strip() for s in experts.split(",") if s.strip()] if experts else None
+    names = [s.strip() for s in experts.split(",") if s.strip()] if experts else default_expert_names()
+    start = parse_weights(weights, [short_name(n) for n in names]) if weights else None
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:  # before seconds of loading
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror}); pick another --port "
+                              "(or check --host)") from None
     typer.echo("loading the base and the experts…")
     pg = Playground(names, base, max_new_tokens=max_new_tokens, threads=threads)
-    start = parse_weights(weights, [s.name for s in pg.slots]) if weights else None
     for err in pg.soup.errors:
         typer.echo(f"warning: {err} (left out; the page says so too)", err=True)
     try:

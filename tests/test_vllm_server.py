@@ -21,6 +21,21 @@ def test_server_command(tmp_path):
     cmd = server_command(tmp_path, host="127.0.0.1", port=8123, max_lora_rank=16, max_loras=2, kv_cache_gb=0.5)
     assert cmd[1:4] == ["-m", "vllm.entrypoints.openai.api_server", "--model"] and "--enable-lora" in cmd
     assert cmd[cmd.index("--max-lora-rank") + 1] == "16" and cmd[cmd.index("--port") + 1] == "8123"
+    merged = server_command(tmp_path, host="127.0.0.1", port=8123, max_lora_rank=None, served_name="abc")
+    assert "--enable-lora" not in merged and merged[merged.index("--served-model-name") + 1] == "abc"
+
+
+def test_cpu_servers_get_unpinned_threads(monkeypatch):
+    """A pinned OpenMP thread per core waits for busy cores on a shared machine (soups/vllm_server.py)."""
+    from soups.vllm_server import cpu_thread_env, on_gpu
+
+    if on_gpu():
+        assert cpu_thread_env(2) == {}
+        return
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    assert cpu_thread_env(2) == {"OMP_NUM_THREADS": "2", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")  # the user's own binding is kept
+    assert cpu_thread_env(1)["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
 
 
 def test_a_server_that_dies_raises_server_error_naming_its_log(tmp_path):
@@ -55,4 +70,4 @@ def test_an_unreachable_server_is_one_line_exit_1(tmp_path, monkeypatch, tiny_ba
                                 "experts": [str(expert)], "max_lora_rank": 8, "users": {}}))
     res = run_cli("serve", "add", "dave", "--weights", "1", "--port", port)
     assert res.code == 1 and len(res.err_lines) == 1, res.err
-    assert res.err_lines[0].startswith(f"error: vLLM server at http://127.0.0.1:{port} unreachable")
+    assert res.err_lines[0].startswith(f"error: soups serve at http://127.0.0.1:{port} unreachable")

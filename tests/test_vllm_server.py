@@ -33,9 +33,10 @@ def test_cpu_servers_get_unpinned_threads(monkeypatch):
         assert cpu_thread_env(2) == {}
         return
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
-    assert cpu_thread_env(2) == {"OMP_NUM_THREADS": "2", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
-    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")  # the user's own binding is kept
-    assert cpu_thread_env(1)["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    assert cpu_thread_env(2) == {"OMP_NUM_THREADS": "2", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+                                 "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")  # the user's own binding is kept (and its worker)
+    assert cpu_thread_env(1) == {"OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
 
 
 def test_a_server_that_dies_raises_server_error_naming_its_log(tmp_path):

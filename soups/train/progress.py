@@ -3,15 +3,39 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import resource
 import time
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
+
+def metric_lines(path: Path) -> list[tuple[str, dict]]:
+    """(line, row) of each step in metrics.jsonl; a line a kill tore (the last, or any that does not parse) is
+    dropped with a warning, so `--resume` never fails on it."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for no, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            log.warning("%s:%d: dropping a torn or malformed line (an interrupted write)", path, no)
+            continue
+        out.append((line, row))
+    return out
+
 
 def read_metrics(path: Path) -> list[dict]:
-    path = Path(path)
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+    """The rows of metrics.jsonl (torn lines dropped, see metric_lines)."""
+    return [row for _, row in metric_lines(path)]
 
 
 class StepLogger:

@@ -9,13 +9,14 @@ Pickled weights (`adapter_model.bin`) are read only with an explicit `allow_pick
 
 from __future__ import annotations
 
-import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from soups.errors import AdapterError
 from soups.io.checkpoint import CheckpointIndex, TensorInfo, read_file_index
+from soups.io.files import read_json
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -52,7 +53,8 @@ class Adapter:
 
     @property
     def base_fingerprint(self) -> str | None:
-        return (self.meta.get("base") or {}).get("fingerprint")
+        base = self.meta.get("base")
+        return base.get("fingerprint") if isinstance(base, dict) else None
 
     @property
     def targets(self) -> list[str]:
@@ -90,15 +92,39 @@ def _validate_config(cfg: dict, where: Path) -> None:
     for key in ("trainable_token_indices", "layer_replication"):
         if cfg.get(key):
             raise AdapterError(f"{where}: {key} is set; not supported by soups merges")
+    number = (int, float)
+    for key, types, what in (("r", int, "a positive integer"), ("lora_alpha", number, "a positive number"),
+                             ("rank_pattern", dict, "a mapping"), ("alpha_pattern", dict, "a mapping")):
+        value = cfg.get(key)
+        bad = isinstance(value, bool) or not isinstance(value, types) or (types is not dict and value <= 0)
+        if value is not None and bad:
+            raise AdapterError(f"{where}: `{key}` is {value!r}; it must be {what}, re-save the adapter with PEFT")
+    for key, patterns in (("rank_pattern", int), ("alpha_pattern", number)):
+        for k, v in (cfg.get(key) or {}).items():
+            if isinstance(v, bool) or not isinstance(v, patterns) or v <= 0:
+                raise AdapterError(f"{where}: `{key}.{k}` is {v!r}; it must be a positive number")
+
+
+def _validate_meta(meta: dict, where: Path) -> None:
+    """expert.json's fields soups reads: `dimension` a string, `base` a name or {name, fingerprint}."""
+    dim = meta.get("dimension")
+    named = isinstance(dim, str) or (isinstance(dim, dict) and isinstance(dim.get("name"), str))
+    if dim is not None and not named:
+        raise AdapterError(f"{where}: `dimension` is {dim!r}; it must be a dimension name (a string)")
+    base = meta.get("base")
+    if base is not None and not isinstance(base, (str, dict)):
+        raise AdapterError(f"{where}: `base` is {base!r}; it must be a name or {{\"name\", \"fingerprint\"}}")
+    if isinstance(base, dict) and not isinstance(base.get("fingerprint", ""), (str, type(None))):
+        raise AdapterError(f"{where}: `base.fingerprint` is {base['fingerprint']!r}; it must be a string")
 
 
 def resolve_expert(spec: str | Path, experts_root: Path) -> Path:
     """An expert given as a directory path or as a name under experts/."""
     path = Path(spec).expanduser()
-    if (path / CONFIG_NAME).is_file():
+    if os.path.lexists(path / CONFIG_NAME):  # load_adapter says what is wrong with it, if anything
         return path
     named = experts_root / str(spec)
-    if (named / CONFIG_NAME).is_file():
+    if os.path.lexists(named / CONFIG_NAME):
         return named
     known = (
         sorted(p.name for p in experts_root.iterdir() if (p / CONFIG_NAME).is_file()) if experts_root.is_dir() else []
@@ -116,17 +142,17 @@ def load_adapter(path: Path, name: str | None = None, allow_pickle: bool = False
     """Read an adapter's config, index its tensors (headers only) and validate its structure."""
     path = Path(path)
     cfg_path = path / CONFIG_NAME
-    try:
-        config = json.loads(cfg_path.read_text())
-    except FileNotFoundError:
-        raise AdapterError(f"{cfg_path}: missing; an expert is a PEFT LoRA adapter directory") from None
-    except ValueError as e:
-        raise AdapterError(f"{cfg_path}: not valid JSON ({e})") from None
+    if not os.path.lexists(cfg_path):
+        raise AdapterError(f"{cfg_path}: missing; an expert is a PEFT LoRA adapter directory")
+    config = read_json(cfg_path, None, AdapterError, "re-save the adapter with PEFT")
     _validate_config(config, cfg_path)
     meta = {}
-    if (path / "expert.json").is_file():
-        meta = json.loads((path / "expert.json").read_text())
-    adapter = Adapter(name=name or meta.get("dimension") or path.name, path=path, config=config, meta=meta)
+    if os.path.lexists(path / "expert.json"):
+        meta = read_json(path / "expert.json", None, AdapterError, "fix it or delete it (it is optional)")
+        _validate_meta(meta, path / "expert.json")
+    dim = meta.get("dimension")
+    dim = dim.get("name") if isinstance(dim, dict) else dim
+    adapter = Adapter(name=name or dim or path.name, path=path, config=config, meta=meta)
 
     weights = path / WEIGHTS_NAME
     pickled = {}

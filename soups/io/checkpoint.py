@@ -96,6 +96,8 @@ def read_header(path: Path) -> tuple[dict, int]:
             raise CheckpointError(f"{path}: file not found; check the model directory") from None
         raise CheckpointError(f"{path}: unreadable safetensors header ({e}); re-save or re-download it") from None
     data_start = 8 + n
+    if not isinstance(header, dict) or not all(_entry_ok(v) for k, v in header.items() if k != "__metadata__"):
+        raise CheckpointError(f"{path}: corrupt safetensors header (not tensor entries); re-save or re-download it")
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if data_start + end > size:
         raise CheckpointError(
@@ -104,12 +106,25 @@ def read_header(path: Path) -> tuple[dict, int]:
     return header, data_start
 
 
+def _entry_ok(v) -> bool:
+    """One header entry: {"dtype": str, "shape": [ints >= 0], "data_offsets": [start <= end]}."""
+    if not isinstance(v, dict) or not isinstance(v.get("dtype"), str):
+        return False
+    shape, offsets = v.get("shape"), v.get("data_offsets")
+
+    def ints(xs) -> bool:
+        return isinstance(xs, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in xs)
+
+    return ints(shape) and ints(offsets) and len(offsets) == 2 and offsets[0] <= offsets[1]
+
+
 def read_file_index(path: Path, index: CheckpointIndex | None = None) -> CheckpointIndex:
     """Add one safetensors file's tensors to `index` (a new one by default)."""
     path = Path(path)
     index = index or CheckpointIndex(root=path.parent)
     header, data_start = read_header(path)
-    index.metadata.update(header.pop("__metadata__", None) or {})
+    meta = header.pop("__metadata__", None)
+    index.metadata.update(meta if isinstance(meta, dict) else {})
     for name, v in header.items():
         if v["dtype"] not in ST_DTYPES:
             raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {v['dtype']}")
@@ -124,10 +139,11 @@ def read_index(model_dir: Path) -> CheckpointIndex:
     index = CheckpointIndex(root=model_dir)
     idx_path = model_dir / INDEX_NAME
     if idx_path.is_file():
-        try:
-            weight_map = json.loads(idx_path.read_text())["weight_map"]
-        except (ValueError, KeyError) as e:
-            raise CheckpointError(f"{idx_path}: malformed index ({e}); re-save the model") from None
+        from soups.io.files import read_json
+
+        weight_map = read_json(idx_path, None, CheckpointError, "re-save the model").get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{idx_path}: malformed index (no `weight_map` of tensor -> file); re-save it")
         for shard in sorted(set(weight_map.values())):
             if not (model_dir / shard).is_file():
                 raise CheckpointError(f"{model_dir / shard}: shard listed in {INDEX_NAME} is missing")
@@ -237,14 +253,17 @@ def from_f32(arr, code: str):
 
 def parse_size(value: str | int, flag: str = "--shard-size") -> int:
     """'5GB' -> 5e9, '500MiB' -> 500*2**20, 1000 -> 1000."""
-    if isinstance(value, int):
-        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = f"{value}B"
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*", str(value), re.IGNORECASE)
     if not m or float(m.group(1)) <= 0:
         raise CheckpointError(f"{flag} {value!r}: expected a size like 5GB, 500MB or 2GiB")
     base = 1024 if m.group(3) else 1000
     power = " KMGT".index(m.group(2).upper() or " ")
-    return int(float(m.group(1)) * base**power)
+    size = float(m.group(1)) * base**power
+    if not 1000 <= size <= 1e15:
+        raise CheckpointError(f"{flag} {value!r}: a shard must hold 1KB to 1PB; use e.g. 5GB or 500MB")
+    return int(size)
 
 
 @dataclass(frozen=True)

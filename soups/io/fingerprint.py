@@ -58,7 +58,9 @@ def fingerprint(model_dir: Path) -> str:
     cfg_path = model_dir / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{model_dir}: no config.json; --base must be a Hugging Face model directory")
-    cfg = _arch_config(json.loads(cfg_path.read_text()))
+    from soups.io.files import read_json
+
+    cfg = _arch_config(read_json(cfg_path, None, CheckpointError, "re-save or re-download the model"))
     shapes = sorted(tensor_shapes(model_dir).items())
     blob = json.dumps({"config": cfg, "tensors": shapes}, sort_keys=True).encode()
     return "sha256:" + hashlib.sha256(blob).hexdigest()[:32]

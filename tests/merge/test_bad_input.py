@@ -161,8 +161,12 @@ def test_output_options(setup, tmp_path):
     (out / "keep.txt").write_text("precious")
     assert_one_line_error(run_cli(*common, "--out", out), "--force")
     assert (out / "keep.txt").read_text() == "precious"
-    assert run_cli(*common, "--out", out, "--force").code == 0
-    assert (out / "model.safetensors").is_file() and not (out / "keep.txt").exists()
+    assert_one_line_error(run_cli(*common, "--out", out, "--force"), "not a soups output")  # --force: soups' only
+    assert (out / "keep.txt").read_text() == "precious"
+    soup = tmp_path / "soup"
+    assert run_cli(*common, "--out", soup).code == 0
+    assert run_cli(*common[:-1], "1,2", "--out", soup, "--force").code == 0  # a soup is replaced
+    assert json.loads((soup / "soup.json").read_text())["experts"][1]["weight_raw"] == 2
     check_bad([*common, "--method", "magic"], tmp_path / "o", "magic", "exact, linear, svd")
     check_bad([*common, "--format", "gguf"], tmp_path / "o", "--format", "gguf", "'full' or 'adapter'")
     check_bad([*common, "--method", "linear"], tmp_path / "o", "linear", "--method exact")

@@ -9,12 +9,12 @@ independent of dtype) ties experts and soups to the base they were built on.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 
 from soups.errors import BaseMismatchError, CheckpointError
+from soups.io.files import read_json
 from soups.io.fingerprint import fingerprint, tensor_shapes  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,7 @@ def recorded_base(artifact_dir: Path) -> dict | None:
     for meta in META_FILES:
         path = Path(artifact_dir) / meta
         if path.is_file():
-            try:
-                base = json.loads(path.read_text()).get("base")
-            except ValueError as e:
-                raise CheckpointError(f"{path}: not valid JSON ({e}); fix or re-create the file") from None
+            base = read_json(path, None, CheckpointError, "fix or re-create the file").get("base")
             if isinstance(base, str):
                 base = {"name": base}
             if isinstance(base, dict) and (base.get("name") or base.get("path")):
@@ -53,8 +50,8 @@ def _adapter_base(path: Path) -> Path | None:
     """A plain PEFT adapter's `base_model_name_or_path`, when it is a local directory."""
     cfg = path / "adapter_config.json"
     if cfg.is_file():
-        ref = json.loads(cfg.read_text()).get("base_model_name_or_path")
-        if ref and (Path(ref).expanduser() / "config.json").is_file():
+        ref = read_json(cfg, None, CheckpointError, "re-save the adapter with PEFT").get("base_model_name_or_path")
+        if isinstance(ref, str) and ref and (Path(ref).expanduser() / "config.json").is_file():
             return Path(ref).expanduser()
     return None
 

@@ -115,16 +115,18 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
 
 
 def _parse(path: Path) -> Dimension:
+    from soups.io.files import read_text
+
+    text = read_text(path, None, ConfigError, "a dimension file is YAML text (see `soups dims`)")
     try:
-        text = path.read_text(encoding="utf-8")
         node = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', None) or e}); fix the syntax") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read dimension file ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply; fix the file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: a dimension file must be a YAML mapping (name, description, statement, ...)")
     data.setdefault("name", path.stem)

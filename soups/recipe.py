@@ -26,6 +26,7 @@ field, or the flag.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -260,29 +261,26 @@ def default_expert_names() -> list[str]:
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
+    from soups.io.files import read_yaml
 
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    data = read_yaml(path, "--recipe", hint="a recipe is a YAML mapping with at least `experts:`", expect=None)
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe is a mapping with at least `experts:`")
+        raise ConfigError(f"--recipe {path}: a recipe is a mapping with at least `experts:`, got "
+                          f"{type(data).__name__}")
     return data
 
 
 def recipe_path(path: Path | str) -> Path:
     """A recipe file; a bare name resolves under merge_recipes/."""
     from soups.config import recipes_dir
+    from soups.io.files import input_file
 
     path = Path(path)
-    if not path.is_file() and (recipes_dir() / f"{path}.yaml").is_file():
+    if not os.path.lexists(path) and (recipes_dir() / f"{path}.yaml").is_file():
         path = recipes_dir() / f"{path}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"--recipe {path}: file not found")
-    return path
+    known = sorted(p.stem for p in recipes_dir().glob("*.yaml")) if recipes_dir().is_dir() else []
+    return input_file(path, "--recipe", ConfigError,
+                      f"give a recipe file or a name under merge_recipes/ ({', '.join(known) or 'none'})")
 
 
 def load_soup(path: Path | str) -> Soup:

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 from soups.errors import WeightsError
 
+MAX_WEIGHT = 1e6  # bigger weights only overflow sums (or, unnormalized, the model's weights)
+
 
 def parse_weights(text: str, names: Sequence[str], flag: str = "--weights") -> list[float]:
     """Parse '1,0,1' (positional over `names`) or 'a=1,b=0.5' (named) into one float per name."""
@@ -55,6 +57,8 @@ def weight_problem(values: Sequence[float], names: Sequence[str]) -> str | None:
     for n, v in zip(names, values):
         if not math.isfinite(v):
             return f"weight of {n} is {v}; weights must be finite numbers"
+        if abs(v) > MAX_WEIGHT:
+            return f"weight of {n} is {v:g}; weights must lie within +-{MAX_WEIGHT:g} (only their ratios matter)"
     if all(v == 0 for v in values):
         return "all weights are zero; give at least one expert a non-zero weight"
     return None
@@ -84,21 +88,18 @@ def normalize_weights(values: Sequence[float], names: Sequence[str], normalize: 
 
 def weights_from_file(path) -> tuple[list[str], dict[str, float]]:
     """Read `merge_weights` from a user.json written by `soups fit-weights` / `soups ask`."""
-    import json
     from pathlib import Path
 
+    from soups.io.files import read_json
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise WeightsError(f"--weights-from {path}: file not found") from None
-    except ValueError as e:
-        raise WeightsError(f"--weights-from {path}: not valid JSON ({e})") from None
-    mw = data.get("merge_weights") if isinstance(data, dict) else None
+    data = read_json(path, "--weights-from", WeightsError, hint="give a user.json from `soups fit-weights`")
+    mw = data.get("merge_weights")
     if not isinstance(mw, dict) or not mw:
         raise WeightsError(f"--weights-from {path}: no `merge_weights` mapping; write it with `soups fit-weights`")
-    try:
-        named = {str(k): float(v) for k, v in mw.items()}
-    except (TypeError, ValueError):
-        raise WeightsError(f"--weights-from {path}: `merge_weights` values must be numbers") from None
+    bad = {k: v for k, v in mw.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
+    if bad:
+        k, v = next(iter(bad.items()))
+        raise WeightsError(f"--weights-from {path}: `merge_weights.{k}` is {v!r}; the values must be numbers")
+    named = {str(k): float(v) for k, v in mw.items()}
     return list(named), named

@@ -7,11 +7,18 @@ commands so `soups --help` is instant. A SoupsError prints one line and exits 2.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import logging
 import sys
 
 import typer
+
+try:  # typer >= 0.16 carries its own click
+    from typer._click import exceptions as click_errors
+except ImportError:  # older typer runs on click itself
+    from click import exceptions as click_errors
 
 from soups.errors import SoupsError
 
@@ -48,19 +55,52 @@ def _register() -> None:
 
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error and exit."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
     raise SystemExit(code)
 
 
+def usage_line(e: click_errors.UsageError) -> str:
+    """A typer/click usage error (missing or unknown option, bad value) as one line: what, and where to look."""
+    where = f"; see `{e.ctx.command_path} --help`" if e.ctx is not None else "; see `soups --help`"
+    message = e.format_message().rstrip(".")
+    errors = getattr(e.__cause__, "errors", None)  # typer coerces values with pydantic: the bad input is there
+    if isinstance(e, click_errors.BadParameter) and callable(errors):
+        with contextlib.suppress(Exception):
+            message = message.replace(": ", f" (got {errors()[0]['input']!r}): ", 1)
+    return message + where
+
+
+# errors of the environment rather than of soups (a full disk, a path that went away): one line, not a traceback
+_OS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR,
+              errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EEXIST, errno.EXDEV, errno.EMFILE}
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app, turning SoupsError into one line + exit 2."""
+    """Console entry point: run the app; a SoupsError, a usage error or an environment error (disk full,
+    permission) prints one line on stderr and exits 2 (the one place these are turned into that line)."""
     _register()
     try:
-        app(args=argv, standalone_mode=True)
+        code = app(args=argv, prog_name="soups", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as e:  # `soups`, `soups base`: the help is the answer
+        typer.echo(e.ctx.get_help())
+        code = 0
+    except click_errors.UsageError as e:
+        fail(usage_line(e), 2)
+    except click_errors.ClickException as e:
+        fail(e.format_message(), 2)
+    except typer.Abort:
+        fail("interrupted (end of input or Ctrl-C)", 130)
     except SoupsError as e:
-        fail(" ".join(str(e).split()), e.exit_code)
+        fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    except OSError as e:
+        if e.errno not in _OS_ERRNOS or not e.filename:
+            raise
+        logging.getLogger(__name__).debug("environment error", exc_info=True)
+        fail(f"{e.filename}: {(e.strerror or str(e)).lower()}; check the path, its permissions and the free space", 2)
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,14 @@ from pathlib import Path
 import typer
 
 from soups.cli import app
-from soups.cli.options import method_help, parse_params, split_list
+from soups.cli.options import MAX_BATCH, MAX_NEW_TOKENS, SEED_MAX, gen_dtype, method_help, parse_params, split_list
 
 _PROMPTS = "A shipped prompt set (heldout, train) or a file: .jsonl with a `prompt` field, .txt one per line."
 _EXPERTS = "Comma-separated expert names (under experts/) or directories; default: experts/default.yaml."
 _PARAM = "A parameter of the merge method, KEY=VALUE, repeatable (e.g. --param rank=16 for svd)."
+_TOKENS = "Tokens to generate per response."
+_DTYPE = "float32 (CPU default), bfloat16, float16 or auto."
+MAX_GRID = 21  # 231 points of three experts, each a soup per method: more is days of generation
 _SCORER = "DIM=METRIC[:higher|lower]: the held-out metric of a dimension (default: its file's `heldout`)."
 
 
@@ -29,12 +32,12 @@ def generate_cmd(
     statements: bool = typer.Option(False, "--statements", help="Append the soup's declared dimensions' preference "
                                     "statements to every user message, as the paper's eval.py does."),
     engine: str = typer.Option("transformers", "--engine", help="transformers, or vllm (when installed)."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Tokens to generate per response."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Prompts per batch (transformers)."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, max=MAX_NEW_TOKENS, help=_TOKENS),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, max=MAX_BATCH, help="Prompts per batch (transformers)."),
     sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (sampling)."),
-    dtype: str | None = typer.Option(None, "--dtype", help="float32 (CPU default), bfloat16, float16 or auto."),
-    limit: int | None = typer.Option(None, "--limit", help="Use only the first N prompts."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Random seed (sampling)."),
+    dtype: str | None = typer.Option(None, "--dtype", callback=gen_dtype, help=_DTYPE),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N prompts."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
 ) -> None:
     """Answer a prompt set with one soup and write the responses as JSON lines.
@@ -73,14 +76,14 @@ def eval_cmd(
     method: str = typer.Option("exact", "--method", help=method_help()),
     param: list[str] | None = typer.Option(None, "--param", help=_PARAM),
     prompts: str = typer.Option("heldout", "--prompts", help=_PROMPTS),
-    limit: int | None = typer.Option(None, "--limit", help="Use only the first N prompts."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N prompts."),
     baselines: str = typer.Option("statements,linear,base,prompted,experts", "--baselines",
                                   help="Systems to compare the soup with: statements (the soup + its preference "
                                   "statements), linear, base, prompted (base + statements), experts (each alone)."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Tokens to generate per response."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generation batch."),
-    seed: int = typer.Option(0, "--seed", help="Seed for bootstrap resampling."),
-    dtype: str | None = typer.Option(None, "--dtype", help="float32 (CPU default), bfloat16, float16 or auto."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, max=MAX_NEW_TOKENS, help=_TOKENS),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, max=MAX_BATCH, help="Prompts per generation batch."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed for bootstrap resampling."),
+    dtype: str | None = typer.Option(None, "--dtype", callback=gen_dtype, help=_DTYPE),
     scorer: list[str] | None = typer.Option(None, "--scorer", help=_SCORER),
     judge_url: str | None = typer.Option(None, "--judge-url", help="OpenAI-compatible endpoint for pairwise judging."),
     judge_model: str | None = typer.Option(None, "--judge-model", help="The judge model's name at --judge-url."),
@@ -112,18 +115,18 @@ def eval_cmd(
 @app.command("sweep")
 def sweep_cmd(
     experts: str = typer.Option(..., "--experts", help="2 or 3 experts (names or directories), comma-separated."),
-    grid: int = typer.Option(5, "--grid", help="Points per edge: weights step by 1/(grid-1)."),
+    grid: int = typer.Option(5, "--grid", min=2, max=MAX_GRID, help="Points per edge: weights step by 1/(grid-1)."),
     out: Path = typer.Option(Path("sweep_out"), "--out", help="Output folder (sweep.csv, sweep.json, sweep.png)."),
     base: str = typer.Option("default", "--base", help="Base model: `default` or a directory."),
     methods: str = typer.Option("exact,linear", "--methods", help="Merge methods to build at each point, "
                                 "comma-separated: any of `--method` in `soups merge --help`."),
     param: list[str] | None = typer.Option(None, "--param", help=_PARAM),
     prompts: str = typer.Option("heldout", "--prompts", help=_PROMPTS),
-    limit: int | None = typer.Option(None, "--limit", help="Use only the first N prompts."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Tokens to generate per response."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generation batch."),
-    seed: int = typer.Option(0, "--seed", help="Seed for bootstrap resampling."),
-    dtype: str | None = typer.Option(None, "--dtype", help="float32 (CPU default), bfloat16, float16 or auto."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N prompts."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, max=MAX_NEW_TOKENS, help=_TOKENS),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, max=MAX_BATCH, help="Prompts per generation batch."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed for bootstrap resampling."),
+    dtype: str | None = typer.Option(None, "--dtype", callback=gen_dtype, help=_DTYPE),
     scorer: list[str] | None = typer.Option(None, "--scorer", help=_SCORER),
     no_cache: bool = typer.Option(False, "--no-cache", help="Regenerate instead of reusing cached responses."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out."),

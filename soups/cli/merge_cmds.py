@@ -39,7 +39,8 @@ def merge_cmd(
     param: Optional[list[str]] = typer.Option(
         None, "--param", "-P", help="A parameter of the method, KEY=VALUE, repeatable (e.g. --param rank=16)."
     ),
-    rank: Optional[int] = typer.Option(None, "--rank", help="Shorthand for --param rank=K (method svd)."),
+    rank: Optional[int] = typer.Option(None, "--rank", min=1, max=1 << 20,
+                                       help="Shorthand for --param rank=K (method svd; K <= the exact rank)."),
     format: Optional[str] = typer.Option(
         None, "--format", "-f", help="full (a merged checkpoint, default) | adapter (one PEFT LoRA adapter)."
     ),
@@ -158,18 +159,26 @@ def inspect_cmd(path: Path = typer.Argument(..., help="An expert adapter directo
     from soups.errors import CheckpointError
     from soups.io.adapter import CONFIG_NAME, load_adapter
     from soups.io.checkpoint import read_index
+    from soups.io.files import input_dir, read_json
 
-    if (path / "soup.json").is_file():
-        rec = json.loads((path / "soup.json").read_text())
-        typer.echo(f"soup: {rec['format']} ({rec['method']}), base {rec['base']['name']} {rec['base']['fingerprint']}")
-        for e in rec["experts"]:
-            typer.echo(f"  {e['name']:<14} weight {e['weight_raw']:g} -> {e['weight']:.4g}  sha256 {e['sha256'][:12]}")
+    path = input_dir(path, "PATH", CheckpointError, "give an expert, soup or model directory")
+    if (path / "soup.json").exists():
+        rec = read_json(path / "soup.json", None, CheckpointError, "re-create the soup with `soups merge`")
+        try:
+            base, experts = rec["base"], rec["experts"]
+            typer.echo(f"soup: {rec['format']} ({rec['method']}), base {base['name']} {base['fingerprint']}")
+            for e in experts:
+                typer.echo(f"  {e['name']:<14} weight {e['weight_raw']:g} -> {e['weight']:.4g}  "
+                           f"sha256 {e['sha256'][:12]}")
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path / 'soup.json'}: not a soup record (bad or missing field {e}); "
+                                  "re-create the soup with `soups merge`") from None
         if rec.get("rank"):
             typer.echo(f"  LoRA rank {rec['rank']}, vLLM --max-lora-rank {rec.get('max_lora_rank')}")
         if rec["format"] == "full":
             idx = read_index(path)
             typer.echo(f"  {len(idx.tensors)} tensors, {idx.total_size / 1e6:.1f} MB, dtype {rec.get('dtype')}")
-    elif (path / CONFIG_NAME).is_file():
+    elif (path / CONFIG_NAME).exists():
         a = load_adapter(path, name=path.name)
         typer.echo(
             f"expert: {a.name}  dimension {a.meta.get('dimension', '-')}  rank {a.max_rank}  "
@@ -179,7 +188,8 @@ def inspect_cmd(path: Path = typer.Argument(..., help="An expert adapter directo
         for key in ("algorithm", "reward", "wall_time_s"):
             if key in a.meta:
                 typer.echo(f"  {key}: {json.dumps(a.meta[key])}")
-    elif (path / "config.json").is_file():
+    elif (path / "config.json").exists():
+        read_json(path / "config.json", None, CheckpointError, "re-save or re-download the model")
         idx = read_index(path)
         typer.echo(f"model: {len(idx.tensors)} tensors, {idx.total_size / 1e6:.1f} MB")
     else:

@@ -30,3 +30,19 @@ def method_help() -> str:
     from soups.merge.methods import methods_help
 
     return f"Merge method: {methods_help()}."
+
+
+# the ranges of the numbers commands share (typer checks them before any work; the errors name the flag)
+SEED_MAX = 2**32 - 1  # numpy and torch seeds are 32-bit
+MAX_NEW_TOKENS = 8192
+MAX_BATCH = 4096
+GEN_DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+def gen_dtype(value: str | None) -> str | None:
+    """The `--dtype` of generation (typer callback): float32, bfloat16, float16 or auto."""
+    import typer
+
+    if value is not None and value not in GEN_DTYPES:
+        raise typer.BadParameter(f"{value!r} is not a generation dtype; use one of {', '.join(GEN_DTYPES)}")
+    return value

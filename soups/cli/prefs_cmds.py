@@ -8,18 +8,20 @@ from typing import Annotated
 import typer
 
 from soups.cli import app
-from soups.cli.options import split_list
+from soups.cli.options import MAX_NEW_TOKENS, SEED_MAX, split_list
 
 Pool = Annotated[Path | None, typer.Option("--pool", help="Candidate pool JSONL {prompt, response, source}.")]
 Dims = Annotated[str | None, typer.Option("--dims", help="Comma-separated dimensions; default: all in experts/.")]
 Prior = Annotated[Path | None, typer.Option("--prior", help="Population prior (from fit-population) or a user.json.")]
-Strength = Annotated[float, typer.Option("--prior-strength", min=1e-6, help="L2 precision toward the prior mean.")]
+Strength = Annotated[float, typer.Option("--prior-strength", min=1e-6, max=1e6,
+                                         help="L2 precision toward the prior mean.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace existing output files.")]
 
 
 @app.command("ask")
 def ask(
-    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Questions to answer (skips do not count).")] = 10,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, max=1000,
+                                        help="Questions to answer (skips do not count).")] = 10,
     answers: Annotated[Path, typer.Option("--answers", help="Answer file (JSONL), appended as you go.")] = Path(
         "answers.jsonl"
     ),
@@ -31,7 +33,8 @@ def ask(
     prior: Prior = None,
     prior_strength: Strength = 1.0,
     random_order: Annotated[bool, typer.Option("--random", help="Random questions, not by information.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the A/B order (and --random).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX,
+                                      help="Seed for the A/B order (and --random).")] = 0,
 ) -> None:
     """Answer a few "which response do you prefer?" questions; get your weights and your `soups merge` command.
 
@@ -54,7 +57,10 @@ def ask(
         typer.echo(f"\ninterrupted: your answers so far are saved in {answers}; continue with --resume", err=True)
         raise SystemExit(130) from None
     if profile is None:
-        raise SystemExit(1)
+        from soups.errors import DataError
+
+        raise DataError(f"--answers {answers}: no answers yet (input ended or q before the first answer), nothing "
+                        f"fitted; continue with `soups ask --resume --answers {answers}`")
 
 
 @app.command("fit-weights")
@@ -73,11 +79,10 @@ def fit_weights(
     rewards, standardized on `--pool`. Example: `soups fit-weights answers.jsonl --out user.json`,
     then `soups merge --weights-from user.json --out my_soup`.
     """
-    from soups.errors import OutputExistsError
+    from soups.io.atomic import check_file_target
     from soups.prefs.user import fit_answers_file, format_profile, write_user_json
 
-    if out.exists() and not force:  # check before the (possibly slow) reward scoring
-        raise OutputExistsError(f"--out {out}: file exists; pass --force to replace it")
+    check_file_target(out, force)  # before the (possibly slow) reward scoring
     _, profile = fit_answers_file(answers, split_list(dims), pool, prior, prior_strength, soup_out=f"{out.stem}_soup")
     write_user_json(out, profile, force=force)
     typer.echo(format_profile(profile))
@@ -101,11 +106,10 @@ def fit_population(
     other. Example: `soups fit-population users/*.jsonl --out population.json`, then
     `soups ask --prior population.json`.
     """
-    from soups.errors import OutputExistsError
+    from soups.io.atomic import check_file_target
     from soups.prefs.user import fit_population_files, write_user_json
 
-    if out.exists() and not force:
-        raise OutputExistsError(f"--out {out}: file exists; pass --force to replace it")
+    check_file_target(out, force)
     prior = fit_population_files(answers, split_list(dims), pool, prior_strength)
     write_user_json(out, prior, force=force)
     typer.echo(f"Population prior from {prior['n_users']} users over {', '.join(prior['dimensions'])}")
@@ -121,7 +125,8 @@ def build_pool_cmd(
     dims: Dims = None,
     base: Annotated[str, typer.Option("--base", help="Base model the experts share.")] = "default",
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N prompts.")] = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Response length cap.")] = 160,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, max=MAX_NEW_TOKENS,
+                                                help="Response length cap.")] = 160,
     force: Force = False,
 ) -> None:
     """Build a `soups ask` candidate pool: each trained expert (alone) and the base answer the prompts.
@@ -131,16 +136,16 @@ def build_pool_cmd(
     import tempfile
 
     from soups.config import experts_dir as default_experts_dir
-    from soups.errors import OutputExistsError
+    from soups.io.atomic import check_file_target
     from soups.prefs.pool import build_pool
     from soups.prefs.poolgen import default_soups, find_experts, soup_generator
     from soups.prompts import load_prompts
 
-    if out.exists() and not force:
-        raise OutputExistsError(f"--out {out}: file exists; pass --force to replace it")
+    check_file_target(out, force)
     experts = find_experts(experts_dir or default_experts_dir(), split_list(dims))
     texts = load_prompts(prompts)[:limit]
-    with tempfile.TemporaryDirectory(prefix=".soups-pool-", dir=out.parent.absolute()) as work:
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".soups-pool-", dir=out.absolute().parent) as work:
         gen = soup_generator(experts, work, base=base, max_new_tokens=max_new_tokens)
         pool = build_pool(texts, gen, default_soups(experts), out=out, force=force)
     typer.echo(f"Wrote {out}: {len(pool)} responses to {len(texts)} prompts from {len(experts) + 1} soups")

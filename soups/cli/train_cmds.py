@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from soups.cli import app
+from soups.cli.options import MAX_BATCH, SEED_MAX
 
 
 @app.command("train-expert")
@@ -20,8 +21,10 @@ def train_expert_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", help="Preset in the config: `cpu` or `paper` "
                                          "[default: `cpu` without a GPU, else `paper`]."),
     algo: Optional[str] = typer.Option(None, "--algo", help="ppo (the paper's, default), rloo or grpo."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Policy updates (overrides the config)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the config)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=1_000_000,
+                                        help="Policy updates (overrides the config)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=SEED_MAX,
+                                       help="Random seed (overrides the config)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Expert dir [default: runs/<dim>-<algo>-s<seed>/expert]."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Checkpoints + metrics.jsonl "
                                            "[default: runs/<dim>-<algo>-s<seed>]."),
@@ -47,8 +50,13 @@ def train_expert_cmd(
     """
     import torch
 
+    from soups.io.files import check_writable
     from soups.train.config import parse_set
     from soups.train.expert import train_expert
+
+    for path, flag in ((out, "--out"), (run_dir, "--run-dir")):  # before any model is loaded
+        if path is not None:
+            check_writable(path, flag)
 
     if algo is not None and algo not in ("ppo", "rloo", "grpo"):
         from soups.errors import ConfigError
@@ -62,7 +70,8 @@ def train_expert_cmd(
         preset = auto if auto in list_presets(config) else None
     info = train_expert(
         dim, base=base, config=config, preset=preset,
-        overrides={**parse_set(set_ or []), "algo": algo, "steps": steps, "seed": seed},
+        overrides={**parse_set(set_ or []), **{k: v for k, v in {"algo": algo, "steps": steps, "seed": seed}.items()
+                                                if v is not None}},  # a flag not given leaves --set's value
         out=out, run_dir=run_dir, prompts=prompts, resume=resume, force=force, progress=not quiet,
     )
     if info:
@@ -78,11 +87,12 @@ def train_reward_cmd(
     pairs: Path = typer.Option(..., "--pairs", help="JSONL of {\"prompt\", \"chosen\", \"rejected\"}."),
     base: str = typer.Option("default", "--base", help="`default` or a model dir: the policy's base."),
     out: Optional[Path] = typer.Option(None, "--out", help="Reward model dir [default: runs/reward-<dim>]."),
-    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training pairs."),
-    lr: float = typer.Option(2e-4, "--lr", help="Learning rate (LoRA)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Pairs per step."),
-    eval_frac: float = typer.Option(0.2, "--eval-frac", help="Share of pairs held out for the accuracy."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (split, init, order)."),
+    epochs: float = typer.Option(1.0, "--epochs", min=0.01, max=1000, help="Passes over the training pairs."),
+    lr: float = typer.Option(2e-4, "--lr", min=1e-9, max=1.0, help="Learning rate (LoRA)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, max=MAX_BATCH, help="Pairs per step."),
+    eval_frac: float = typer.Option(0.2, "--eval-frac", min=0.05, max=0.8,
+                                    help="Share of pairs held out for the accuracy."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Random seed (split, init, order)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
 ) -> None:
     """Train a Bradley-Terry reward model (LoRA on the base + a score head, TRL's RewardTrainer) on pairs.

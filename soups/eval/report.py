@@ -7,7 +7,6 @@ A verdict reads a win-rate interval: the soup `wins` a dimension against a basel
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from soups.io.jsonl import jsonl_text
@@ -25,7 +24,9 @@ def verdict(wr: dict) -> str:
 def write_report(out: Path, report: dict, prompts: list[str], responses: dict[str, list[str]],
                  scores: dict[str, dict[str, list[float]]]) -> None:
     out = Path(out)
-    (out / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    from soups.io.files import finite_json
+
+    (out / "results.json").write_text(finite_json(report, "results.json", indent=2, ensure_ascii=False) + "\n")
     with open(out / "scores.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["system", "dimension", "metric", "wants", "mean", "lo", "hi", "n"])

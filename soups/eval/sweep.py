@@ -11,7 +11,6 @@ expert's dimension with the held-out scorers. Writes sweep.csv, sweep.json, resp
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +124,9 @@ def sweep(cfg: SweepConfig) -> dict:
 
 
 def _write(out: Path, result: dict, prompts: list[str], responses: dict[str, list[str]]) -> None:
-    (out / "sweep.json").write_text(json.dumps(result, indent=2) + "\n")
+    from soups.io.files import finite_json
+
+    (out / "sweep.json").write_text(finite_json(result, "sweep.json", indent=2) + "\n")
     dims = [d["name"] for d in result["dimensions"]]
     with open(out / "sweep.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -8,7 +8,6 @@ or vLLM on top of the one base.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,15 +38,41 @@ def expert_path(spec: str | Path) -> Path:
 
 def expert_dimension(spec: str | Path) -> str:
     """The dimension an expert serves: `expert.json`'s `dimension`, else the expert's name."""
+    from soups.errors import AdapterError
+    from soups.io.files import read_json
+
     path = expert_path(spec)
     meta = path / "expert.json"
-    if meta.is_file():
-        dim = json.loads(meta.read_text()).get("dimension")
+    if meta.exists():
+        dim = read_json(meta, None, AdapterError, "fix it or delete it (it is optional)").get("dimension")
         if isinstance(dim, dict):
             dim = dim.get("name")
         if dim:
             return str(dim)
     return path.name
+
+
+def check_model_dir(path: Path, flag: str = "--soup") -> Path:
+    """A soup, expert or model directory that generation can load (safetensors only), checked without loading it."""
+    from soups.errors import CheckpointError
+    from soups.eval.generate import resolve_model
+    from soups.io.adapter import CONFIG_NAME, load_adapter
+    from soups.io.checkpoint import read_index
+    from soups.io.files import input_dir, read_json
+
+    path = input_dir(path, flag, CheckpointError, "give a soup, expert or model directory")
+    if (path / "soup.json").exists():
+        read_json(path / "soup.json", flag, CheckpointError, "re-create the soup with `soups merge`")
+    if (path / CONFIG_NAME).exists():
+        load_adapter(path)  # config, expert.json and weights' headers; pickled weights are refused
+    elif (path / "config.json").exists():
+        read_json(path / "config.json", flag, CheckpointError, "re-save the model")
+        read_index(path)  # safetensors only: a pickled model is refused
+    else:
+        raise CheckpointError(f"{flag} {path}: neither a model (config.json) nor a LoRA adapter "
+                              "(adapter_config.json); give a soup, expert or model directory")
+    resolve_model(path)  # and its base resolves
+    return path
 
 
 def build_soup(soup: Soup, out: Path, *, force: bool = False) -> Path:
@@ -82,6 +107,8 @@ def generate_responses(prompts: str | Path, out: Path, *, soup: Path | None = No
         raise ConfigError("give either --soup DIR or --weights (with --experts or the default experts), not both")
     out = Path(out)
     check_file_output(out, force)
+    if soup is not None:
+        check_model_dir(Path(soup))
     texts = load_prompt_set(prompts, limit)
     with tempfile.TemporaryDirectory(prefix="soups-generate-") as tmp:
         model = Path(soup) if soup is not None else None

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from soups.errors import AdapterError, BaseMismatchError
+from soups.errors import AdapterError, BaseMismatchError, CheckpointError
 from soups.io.adapter import Adapter, load_adapter, resolve_expert
 from soups.io.checkpoint import (
     ST_DTYPES,
@@ -31,6 +31,7 @@ from soups.io.checkpoint import (
     to_f32,
     write_shards,
 )
+from soups.io.files import read_json
 from soups.merge.methods import Method, Part, get_method
 from soups.recipe import Soup, default_expert_names  # noqa: F401  (default_expert_names: part of the merge API)
 from soups.vllm_server import max_lora_rank_for
@@ -152,7 +153,7 @@ def prepare(soup: Soup, out: Path, *, force: bool = False, allow_pickle: bool = 
 
     base_dir = resolve_base(soup.base)
     base_index = read_index(base_dir)
-    base_cfg = json.loads((base_dir / "config.json").read_text())
+    base_cfg = read_json(base_dir / "config.json", "--base", CheckpointError, "re-save or re-download the model")
     tied = bool(base_cfg.get("tie_word_embeddings", False))
     base_fp = fingerprint(base_dir)
     _check_base(adapters, base_index, base_fp, tied)

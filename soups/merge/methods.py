@@ -212,13 +212,22 @@ def _svd(parts: Sequence[Part], params: SvdParams) -> Factors:
     return Factors(A_k.astype(np.float32), B_k.astype(np.float32), 1.0, {"energy": energy})
 
 
+def _svd_check(adapters, params: SvdParams) -> None:
+    """K at most the exact soup's rank (sum of the kept experts' ranks): beyond it SVD only pads zeros."""
+    exact = sum(a.max_rank for a in adapters)
+    if params.rank > exact:
+        raise ConfigError(f"--rank {params.rank}: more than the exact soup's rank {exact} (the sum of the experts' "
+                          f"ranks), where SVD keeps everything; use --rank {exact} or less, or --method exact")
+
+
 register(
     Method(
         "svd",
-        "the exact delta truncated to rank K by SVD per module (reports the kept energy)",
+        "the exact delta truncated to rank K <= the exact rank by SVD per module (reports the kept energy)",
         _svd,
         label="exact, truncated by SVD",
         params=SvdParams,
+        check=_svd_check,
         rank=lambda adapters, params, module=None: params.rank,
     )
 )

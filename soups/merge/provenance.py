@@ -118,5 +118,8 @@ def statements(model: Path) -> list[str]:
 
 
 def write_provenance(out: Path, record: dict, soup) -> None:
-    (Path(out) / "soup.json").write_text(json.dumps(record, indent=2) + "\n")
+    from soups.io.files import finite_json
+
+    text = finite_json(record, "soup.json", "check the experts' weights", indent=2)
+    (Path(out) / "soup.json").write_text(text + "\n")
     (Path(out) / "README.md").write_text(model_card(record, soup))

@@ -23,6 +23,7 @@ from soups.prefs.fit import CHOICES
 log = logging.getLogger(__name__)
 
 REQUIRED = ("prompt", "a", "b", "choice")
+MAX_PHI = 1e4  # phi is a reward in standard deviations of the pool: far beyond this is a broken file
 
 
 def _check_record(path: Path, no: int, obj: dict) -> dict:
@@ -37,10 +38,11 @@ def _check_record(path: Path, no: int, obj: dict) -> dict:
         if val is None:
             continue
         ok = isinstance(val, dict) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in val.values()
+            isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= MAX_PHI for v in val.values()
         )
         if not ok:
-            raise DataError(f"{path}:{no}: field `{key}` must map dimension names to finite numbers; fix or drop it")
+            raise DataError(f"{path}:{no}: field `{key}` must map dimension names to standardized rewards (finite, "
+                            f"within +-{MAX_PHI:g}); fix or drop it")
     pair = obj.get("pair")
     if pair is not None and not (
         isinstance(pair, list) and len(pair) == 2 and all(isinstance(i, int) and i >= 0 for i in pair)
@@ -56,17 +58,19 @@ def read_answers(path: str | Path, tolerate_torn_tail: bool = False) -> list[dic
     kill) is dropped with a warning instead of failing (used by `--resume`).
     """
     path = Path(path)
-    if tolerate_torn_tail and path.is_file():
+    rows = read_jsonl(path, "answers file", tolerate_torn_tail=tolerate_torn_tail)
+    records = [_check_record(path, no, obj) for no, obj in rows]
+    if tolerate_torn_tail:  # the file is valid but for a torn last line: cut it, so appends start on a fresh line
         text = path.read_bytes()
         if text and not text.endswith(b"\n"):
             last = text.rsplit(b"\n", 1)[-1]
-            try:
-                json.loads(last)
-            except ValueError:
-                log.warning("%s: dropping an incomplete last line (an interrupted write)", path)
+            if not rows or rows[-1][0] != text.count(b"\n") + 1:
                 with open(path, "r+b") as fh:
                     fh.truncate(len(text) - len(last))
-    return [_check_record(path, no, obj) for no, obj in read_jsonl(path, "answers file")]
+            else:
+                with open(path, "ab") as fh:
+                    fh.write(b"\n")
+    return records
 
 
 class AnswerLog:

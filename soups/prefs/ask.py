@@ -51,6 +51,12 @@ class AskConfig:
 
 
 def _check_outputs(cfg: AskConfig) -> None:
+    from soups.io.files import check_writable
+
+    for path, flag in ((cfg.answers, "--answers"), (cfg.out, "--out")):
+        check_writable(path, flag)
+        if path.is_dir():
+            raise OutputExistsError(f"{flag} {path}: is a directory; give a file path")
     if cfg.answers.exists() and not cfg.resume and not cfg.force:
         raise OutputExistsError(
             f"--answers {cfg.answers}: file exists; pass --resume to continue it or --force to start over"
@@ -120,7 +126,8 @@ def run_ask(cfg: AskConfig, read: Callable[[str], str] = input, echo: Callable[[
         prior_mean, pop_prec = load_prior(cfg.prior, dims)
         prior_prec = pop_prec if pop_prec is not None else prior_prec
 
-    records = read_answers(cfg.answers, tolerate_torn_tail=True) if cfg.resume and cfg.answers.exists() else []
+    existed = cfg.answers.exists()
+    records = read_answers(cfg.answers, tolerate_torn_tail=True) if cfg.resume and existed else []
     phi_a, phi_b = _record_phi(records, pool_index, phi, std, dims)
     asked, used = set(), set()
     for r in records:
@@ -165,6 +172,8 @@ def run_ask(cfg: AskConfig, read: Callable[[str], str] = input, echo: Callable[[
             asked.add(k)
             used.add(int(groups[k]))
     if answered() == 0:
+        if not existed and cfg.answers.is_file() and cfg.answers.stat().st_size == 0:
+            cfg.answers.unlink()  # nothing was answered: leave nothing behind
         echo(f"No answers yet; nothing fitted. Run `soups ask --resume --answers {cfg.answers}` to continue.")
         return None
     X, y = design(records, dims, phi_a, phi_b)

@@ -55,11 +55,13 @@ def prior_precision(d: int, prior_prec: float | np.ndarray) -> np.ndarray:
     """A (d, d) precision matrix from a scalar (isotropic) or a full matrix (population prior)."""
     lam = np.asarray(prior_prec, dtype=float)
     if lam.ndim == 0:
-        if not lam > 0:
-            raise ValueError(f"prior precision must be > 0, got {float(lam)}")
+        if not (lam > 0 and np.isfinite(lam)):
+            raise ValueError(f"prior precision must be a finite number > 0, got {float(lam)}")
         return float(lam) * np.eye(d)
     if lam.shape != (d, d):
         raise ValueError(f"prior precision must be scalar or ({d}, {d}), got shape {lam.shape}")
+    if not np.all(np.isfinite(lam)):
+        raise ValueError("prior precision must be finite")
     return lam
 
 
@@ -116,6 +118,9 @@ def fit_bt(
     p = sigmoid(X @ w)
     hess = (X * (p * (1 - p))[:, None]).T @ X + lam
     cov = np.linalg.inv(hess)
+    if not (np.all(np.isfinite(w)) and np.all(np.isfinite(cov))):
+        raise ValueError(f"the fit did not reach finite weights (largest |feature| {np.abs(X).max(initial=0):.3g}); "
+                         "features must be standardized rewards")
     return Posterior(mean=w, cov=0.5 * (cov + cov.T), n=n)
 
 

@@ -17,7 +17,6 @@ matter. The eigenvectors of Sigma play the role of the SVD basis PReF initialize
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,13 +94,10 @@ def load_prior(path: str | Path, dims: Sequence[str]) -> tuple[np.ndarray, np.nd
 
     Returns (mean, precision or None when the file has no covariance).
     """
+    from soups.io.files import read_json
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise DataError(f"--prior {path}: cannot read JSON ({e}); give a population prior or user.json file") from None
-    if not isinstance(data, dict):
-        raise DataError(f"--prior {path}: expected a JSON object with `dimensions` and `mean`")
+    data = read_json(path, "--prior", hint="give a population prior (soups fit-population) or a user.json")
     names, mean = data.get("dimensions"), data.get("mean", data.get("w"))
     if not isinstance(names, list) or not isinstance(mean, list) or len(names) != len(mean):
         raise DataError(f"--prior {path}: needs `dimensions` and `mean` (or `w`) lists of equal length")
@@ -114,6 +110,8 @@ def load_prior(path: str | Path, dims: Sequence[str]) -> tuple[np.ndarray, np.nd
         cov = None if data.get("cov") is None else np.asarray(data["cov"], dtype=float)[np.ix_(idx, idx)]
     except (ValueError, IndexError, TypeError):
         raise DataError(f"--prior {path}: `mean` must be numbers, `cov` a square matrix over `dimensions`") from None
+    if not np.all(np.isfinite(mu)) or np.abs(mu).max(initial=0) > 1e4:
+        raise DataError(f"--prior {path}: `mean` must be finite numbers within +-1e4; refit it")
     if cov is None:
         return mu, None
     vals = np.linalg.eigvalsh(0.5 * (cov + cov.T))

@@ -7,7 +7,6 @@ soups.prefs.fit.merge_weights (non-negative, per opposing pair, summing to 1).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -72,7 +71,11 @@ def fit_profile(
     soup_out: str = "my_soup",
 ) -> tuple[Posterior, dict]:
     """Fit (X, y) and build the user.json content."""
-    post = fit_bt(X, y, prior_mean=prior_mean, prior_prec=prior_prec)
+    try:
+        post = fit_bt(X, y, prior_mean=prior_mean, prior_prec=prior_prec)
+    except (ValueError, np.linalg.LinAlgError) as e:
+        raise DataError(f"fitting the answers failed: {e}; check the answers file and --prior/--prior-strength") \
+            from None
     prior = {
         "mean": "zero" if prior_mean is None else [round(float(v), 6) for v in prior_mean],
         "precision": float(prior_prec) if np.ndim(prior_prec) == 0 else "population",
@@ -83,8 +86,10 @@ def fit_profile(
 def write_user_json(path: str | Path, profile: Mapping, force: bool = False, flag: str = "--out") -> Path:
     """Write user.json via temp file + rename; refuse to replace an existing file without force."""
     from soups.io.atomic import atomic_write_text
+    from soups.io.files import finite_json
 
-    return atomic_write_text(path, json.dumps(profile, indent=2) + "\n", force=force, flag=flag)
+    return atomic_write_text(path, finite_json(profile, f"{flag} {path}", "check the answers and the prior", indent=2)
+                             + "\n", force=force, flag=flag)
 
 
 def format_profile(profile: Mapping) -> str:

@@ -104,16 +104,19 @@ def default_config_path() -> Path:
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
-    if not path.is_file():
-        raise ConfigError(f"--config {path}: file not found; use experts/configs/ppo.yaml or a copy of it")
+    from soups.io.files import read_text
+
+    text = read_text(path, "--config", ConfigError, "use experts/configs/ppo.yaml or a copy of it")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: malformed YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+        raise ConfigError(f"--config {where}: malformed YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"--config {path}: YAML nested too deeply; fix the file") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
+        raise ConfigError(f"--config {path}: expected a mapping of config fields, got {type(data).__name__}")
     return data
 
 
@@ -123,13 +126,16 @@ def load_config(
     """Read a config YAML, apply `preset` then the non-None `overrides` (CLI flags), validate."""
     path = Path(path) if path else default_config_path()
     data = _read_yaml(path)
-    presets = data.pop("presets", {}) or {}
+    presets = _presets(data.pop("presets", {}), path)
     if preset is not None:
         if preset not in presets:
             raise ConfigError(f"--preset {preset}: not in {path} (known: {', '.join(sorted(presets)) or 'none'})")
         p = presets[preset] or {}
         if not isinstance(p, dict):
             raise ConfigError(f"{path}: presets.{preset} must be a mapping of config fields")
+        for where, section in (("lora", data.get("lora")), (f"presets.{preset}.lora", p.get("lora"))):
+            if section is not None and not isinstance(section, dict):
+                raise ConfigError(f"{path}: {where} must be a mapping of LoRA fields (r, alpha, ...)")
         lora = {**(data.get("lora") or {}), **(p.get("lora") or {})}
         data = {**data, **p}
         if lora:
@@ -169,5 +175,12 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _presets(value: Any, path: Path) -> dict[str, Any]:
+    if value is not None and not isinstance(value, dict):
+        raise ConfigError(f"{path}: `presets` must map preset names to config fields, got {type(value).__name__}")
+    return value or {}
+
+
 def list_presets(path: Path | None = None) -> list[str]:
-    return sorted((_read_yaml(Path(path) if path else default_config_path()).get("presets") or {}).keys())
+    path = Path(path) if path else default_config_path()
+    return sorted(map(str, _presets(_read_yaml(path).get("presets"), path)))

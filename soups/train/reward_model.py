@@ -10,7 +10,6 @@ Output (atomic): a merged HF sequence-classification model dir + tokenizer + rew
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from soups.errors import DataError
 from soups.io.atomic import atomic_dir, check_output
+from soups.io.files import finite_json
 
 log = logging.getLogger(__name__)
 
@@ -105,5 +105,5 @@ def train_reward_model(dim: str, pairs_path: Path, *, base: str | Path = "defaul
     with atomic_dir(out, force=force) as tmp:
         trained.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        (tmp / "reward_model.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / "reward_model.json").write_text(finite_json(meta, "reward_model.json", indent=2) + "\n")
     return meta

@@ -193,7 +193,7 @@ def test_population_em_recovers_covariance_and_roundtrips(tmp_path):
 def test_load_prior_errors_name_the_file(tmp_path):
     bad = tmp_path / "p.json"
     bad.write_text("{not json")
-    with pytest.raises(DataError, match=r"--prior .*p\.json: cannot read JSON"):
+    with pytest.raises(DataError, match=r"--prior .*p\.json: not valid JSON"):
         load_prior(bad, ["a"])
     bad.write_text(json.dumps({"dimensions": ["a"], "mean": [0.0]}))
     with pytest.raises(DataError, match="no prior for dimension"):

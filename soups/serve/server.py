@@ -162,7 +162,7 @@ async def _serve(users, opts: ServeOptions, base_dir: Path, key: str | None, ech
     for err in users.errors:
         echo(f"skipped: {err}")
     state_file, key_file = state_path(opts.host, opts.port), key_path(opts.host, opts.port)
-    url = f"http://{opts.host}:{opts.port}"
+    url = f"http://[{opts.host}]:{opts.port}" if ":" in opts.host else f"http://{opts.host}:{opts.port}"
     backend = router = runner = None
     try:
         built = {}  # every user's soup built first (an adapter or a merged checkpoint), then the engine(s)

@@ -152,6 +152,10 @@ def evaluate(cfg: EvalConfig) -> dict:
         )
     if bool(cfg.judge_url) != bool(cfg.judge_model):
         raise ConfigError("--judge-url and --judge-model go together; give both (or neither)")
+    if cfg.judge_url:
+        from soups.eval.judge import make_client
+
+        make_client(cfg.judge_url, cfg.judge_model)  # a bad URL or key setup fails here, before any generation
     soup, declared = _declared(cfg)
     dims = list(dict.fromkeys(d for _, d in declared))
     scorers = {d: scorer_for(d, cfg.scorers.get(d)) for d in dims}

@@ -21,9 +21,18 @@ POINTS = {"A": 1.0, "B": 0.0, "TIE": 0.5}
 
 def make_client(url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4):
     """A cached, retrying judge client for an OpenAI-compatible endpoint."""
+    from pydantic import ValidationError
+
+    from soups.errors import ConfigError
     from soups.rewards.judge import Config, JudgeClient
 
-    return JudgeClient(Config(url=url, model=model, api_key_env=api_key_env, concurrency=concurrency))
+    try:
+        config = Config(url=url, model=model, api_key_env=api_key_env, concurrency=concurrency)
+    except ValidationError as e:
+        err = e.errors()[0]
+        flag = {"url": "--judge-url", "model": "--judge-model"}.get(str(err["loc"][0]), str(err["loc"][0]))
+        raise ConfigError(f"{flag}: {err['msg'].removeprefix('Value error, ')}") from None
+    return JudgeClient(config)
 
 
 def judge_outcomes(client, statement: str, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> list[float]:

@@ -27,6 +27,7 @@ import re
 import sqlite3
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from soups.config import soups_home
 from soups.errors import RewardError
@@ -69,6 +70,59 @@ class Config(RewardConfig):
     temperature: float = Field(0.0, ge=0, description="sampling temperature of the judge")
     cache: bool = Field(True, description="cache answers under $SOUPS_HOME/judge-cache")
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        parts = urllib.parse.urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{v!r} is not an http(s) URL; use e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1")
+        return v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_variable(cls, v: str) -> str:
+        problem = key_variable_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+
+# variables that end like an API key but belong to CI, code hosting, clouds or package registries
+NOT_JUDGE_KEYS = re.compile(r"^(AWS|GCP|GITHUB|GH|GITLAB|CI|ACTIONS|NPM|PYPI|TWINE|DOCKER|VAULT|SLACK|CODECOV|KUBE"
+                            r"|HEROKU|CLOUDFLARE|DIGITALOCEAN|SSH)_")
+
+
+def key_variable_problem(name: str) -> str | None:
+    """Why `name` cannot be the variable of a judge's API key (it must look like one), or None."""
+    if not re.fullmatch(r"[A-Z][A-Z0-9_]*(_API_KEY|_TOKEN)", name):
+        return (f"{name!r} does not look like an API key variable; name one ending in _API_KEY or _TOKEN "
+                "(e.g. OPENAI_API_KEY), so no other secret is sent to the judge")
+    if NOT_JUDGE_KEYS.match(name):
+        return f"{name!r} holds another service's credentials; use the judge endpoint's own key variable"
+    return None
+
+
+def is_loopback(host: str | None) -> bool:
+    """127.0.0.0/8, ::1 or localhost."""
+    import ipaddress
+
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_key_transport(url: str, key_env: str) -> None:
+    """A key goes only over https or to this machine: refuse plain http to another host while `key_env` is set."""
+    parts = urllib.parse.urlsplit(url)
+    if os.environ.get(key_env) and parts.scheme != "https" and not is_loopback(parts.hostname):
+        raise RewardError(f"judge {url}: ${key_env} is set but the URL is plain http to {parts.hostname}; the key "
+                          "would travel unencrypted: use https, a loopback host, or unset the variable")
+
 
 def cache_path() -> Path:
     return soups_home() / "judge-cache" / "judge.sqlite"
@@ -99,6 +153,7 @@ class JudgeClient:
         self.url = str(config.url).rstrip("/")
         self.endpoint = self.url if self.url.endswith("/chat/completions") else self.url + "/chat/completions"
         self.config = config
+        check_key_transport(self.endpoint, config.api_key_env)
 
     def _key(self, body: dict[str, Any]) -> str:
         blob = json.dumps({"endpoint": self.endpoint, **body}, sort_keys=True, ensure_ascii=False)
@@ -127,6 +182,7 @@ class JudgeClient:
 
     def _post(self, body: dict[str, Any]) -> str:
         headers = {"Content-Type": "application/json"}
+        check_key_transport(self.endpoint, self.config.api_key_env)
         api_key = os.environ.get(self.config.api_key_env)
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"

@@ -144,11 +144,12 @@ def test_unreachable_endpoint_one_line():
 
 def test_api_key_from_named_env_var_and_not_cached(judge, monkeypatch):
     srv = judge(key="sekrit-123")
-    with pytest.raises(RewardError, match=r"HTTP 401.*set \$MY_JUDGE_KEY to a valid API key"):
-        reward(srv, api_key_env="MY_JUDGE_KEY")(["Short."])
+    with pytest.raises(RewardError, match=r"HTTP 401.*set \$MY_JUDGE_API_KEY to a valid API key"):
+        reward(srv, api_key_env="MY_JUDGE_API_KEY")(["Short."])
     assert len(srv.requests) == 1  # 401 is not retried
-    monkeypatch.setenv("MY_JUDGE_KEY", "sekrit-123")
-    assert reward(srv, api_key_env="MY_JUDGE_KEY")(["Short."]) == [pytest.approx((brevity_score("Short.") - 1) / 9)]
+    monkeypatch.setenv("MY_JUDGE_API_KEY", "sekrit-123")
+    want = [pytest.approx((brevity_score("Short.") - 1) / 9)]
+    assert reward(srv, api_key_env="MY_JUDGE_API_KEY")(["Short."]) == want
     assert srv.requests[-1]["auth"] == "Bearer sekrit-123"
     assert b"sekrit" not in cache_path().read_bytes()
 
@@ -192,3 +193,25 @@ def test_judge_dimension_yaml_and_pickle(judge, tmp_path, monkeypatch):
     fn = pickle.loads(pickle.dumps(get_reward(load_dimension("terse"))))
     assert fn(["Short."]) == [pytest.approx((brevity_score("Short.") - 1) / 9)]
     assert "Preference: Be terse." in srv.bodies[-1]["messages"][-1]["content"]
+
+
+def test_key_variable_must_look_like_a_key_and_travel_safely(judge, monkeypatch):
+    """Issue 13: a shared dimension file could name any variable (AWS_SECRET_ACCESS_KEY) and a plain-http URL."""
+    from pydantic import ValidationError
+
+    for name in ("AWS_SECRET_ACCESS_KEY", "HOME", "PATH", "my_api_key", "GITHUB_TOKEN", "AWS_SESSION_TOKEN"):
+        with pytest.raises(ValidationError, match="API key variable|another service's credentials"):
+            judge_reward("https://judge.example/v1", api_key_env=name)
+    for url in ("file:///etc/passwd", "ftp://judge.example/v1", "judge.example/v1"):
+        with pytest.raises(ValidationError, match="not an http"):
+            judge_reward(url)
+    monkeypatch.setenv("SOUPS_TEST_API_KEY", "k")
+    with pytest.raises(RewardError, match=r"\$SOUPS_TEST_API_KEY is set but the URL is plain http to judge\.example"):
+        judge_reward("http://judge.example/v1", api_key_env="SOUPS_TEST_API_KEY")
+    judge_reward("https://judge.example/v1", api_key_env="SOUPS_TEST_API_KEY")  # https: the key may go
+    srv = judge(key="k")  # loopback over http: the key may go too, and does
+    want = [pytest.approx((brevity_score("Short.") - 1) / 9)]
+    assert reward(srv, api_key_env="SOUPS_TEST_API_KEY")(["Short."]) == want
+    assert srv.requests[-1]["auth"] == "Bearer k"
+    monkeypatch.delenv("SOUPS_TEST_API_KEY")
+    judge_reward("http://judge.example/v1", api_key_env="SOUPS_TEST_API_KEY")  # no key set: nothing to leak

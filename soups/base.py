@@ -101,12 +101,12 @@ def check_same_base(items: Mapping[str, str | None], base_fp: str, base_name: st
     the shape checks downstream still apply. All offenders are named in one message.
     """
     bad = [name for name, fp in items.items() if fp is not None and fp != base_fp]
-    for name, fp in items.items():
-        if fp is None:
-            log.warning("%s records no base fingerprint; cannot check it was built on %s", name, base_name)
     if bad:
         detail = ", ".join(f"{name} ({items[name]})" for name in bad)
         raise BaseMismatchError(
             f"{detail}: built on a different base than {base_name} ({base_fp}); "
             f"pass the base they were trained on with {base_name}, or retrain them on this one"
         )
+    for name, fp in items.items():
+        if fp is None:
+            log.warning("%s records no base fingerprint; cannot check it was built on %s", name, base_name)

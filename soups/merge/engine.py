@@ -78,7 +78,8 @@ def _check_base(adapters: Sequence[Adapter], base_index: CheckpointIndex, base_f
     """Every expert was trained on this base (fingerprint) and its shapes fit the base's weights."""
     from soups.base import check_same_base
 
-    check_same_base({f"expert {a.name}": a.base_fingerprint for a in adapters}, base_fp)
+    recorded = {f"expert {a.name}": a.base_fingerprint for a in adapters}
+    check_same_base({k: fp for k, fp in recorded.items() if fp is not None}, base_fp)  # refusals first, then
     for a in adapters:
         for m in a.modules.values():
             w = base_index.tensors.get(f"{m.module}.weight")
@@ -95,6 +96,7 @@ def _check_base(adapters: Sequence[Adapter], base_index: CheckpointIndex, base_f
                 )
             if tied and m.module == "lm_head":
                 raise AdapterError(f"expert {a.name}: targets lm_head on a base with tied embeddings; not supported")
+    check_same_base({k: fp for k, fp in recorded.items() if fp is None}, base_fp)  # the warnings, if all is well
 
 
 def _factors_loader(adapters: Sequence[Adapter], weights: Sequence[float], reader: TensorReader):
@@ -156,8 +158,8 @@ def prepare(soup: Soup, out: Path, *, force: bool = False, allow_pickle: bool = 
     base_cfg = read_json(base_dir / "config.json", "--base", CheckpointError, "re-save or re-download the model")
     tied = bool(base_cfg.get("tie_word_embeddings", False))
     base_fp = fingerprint(base_dir)
+    method.check(adapters, params)  # every refusal before _check_base's warnings, so an error is the only line
     _check_base(adapters, base_index, base_fp, tied)
-    method.check(adapters, params)
     return Prepared(soup, method, params, adapters_all, adapters, norm, weights, base_dir, base_index, base_fp,
                     out_dtype, size)
 

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shlex
 import shutil
 import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import assert_one_line_error, make_lora_expert, run_cli
+from tests.helpers import assert_one_line_error, make_lora_expert, make_tiny_llama, run_cli
 
 UNWRITABLE = "/proc/self/soups-out"  # a folder nobody may create files in, root included
 
@@ -125,6 +127,10 @@ def world(tmp_path_factory, tiny_base):
     header = b'[1, 2]'
     add("ex_listhdr", _copy_expert(e1, z / "ex_listhdr", adapter_model__safetensors=len(header).to_bytes(8, "little")
                                    + header))
+    add("ex_fingerprint", _copy_expert(e1, z / "ex_fingerprint", expert__json={"dimension": "concise", "base": {
+        "name": "x", "fingerprint": "sha256:0000"}}))
+    other = make_tiny_llama(z / "other_base", hidden=32, tokenizer_from=tiny_base)
+    add("ex_otherbase", make_lora_expert(other, z / "ex_otherbase", r=2, seed=5))
     add("ex_empty", z / "ex_empty")
     (z / "ex_empty").mkdir()
 
@@ -445,6 +451,10 @@ ROWS: list[Row] = [
       "ex_garbage", "safetensors", outs=OUT),
     R("merge-expert-list-header", "merge --base {base} --experts {ex_listhdr} --weights 1 --out " + OUT,
       "ex_listhdr", "corrupt safetensors header", outs=OUT),
+    R("merge-expert-other-base", "merge --base {base} --experts {ex_otherbase} --weights 1 --out " + OUT,
+      "ex_otherbase", "trained on another base", outs=OUT),
+    R("merge-expert-fingerprint", "merge --base {base} --experts {e2},{ex_fingerprint} --weights 1,1 --out " + OUT,
+      "ex_fingerprint", "sha256:0000", outs=OUT),
     R("merge-expert-linear-targets", M + " --weights 1,1 --method linear --out " + OUT, "linear", "target modules",
       outs=OUT),
     # --- merge: --out
@@ -1019,6 +1029,24 @@ def snapshot(path: Path):
         str(p.relative_to(path)) + "/": None for p in sorted(path.rglob("*")) if p.is_dir()}
 
 
+class _LiveStderr(logging.StreamHandler):
+    """Log records to whatever sys.stderr is at the time (run_cli redirects it), as the console script shows them:
+    a warning before the error line is a second line, and fails the row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.setLevel(logging.WARNING)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 ROW_SECONDS = 60  # a row is validation only: far below this, unless it went on to load a model and work
 
 
@@ -1066,7 +1094,12 @@ def test_bad_input_row(row: Row, world, tmp_path, monkeypatch):
     before = {o: snapshot(o) for o in outs}
     before_cwd = snapshot(cwd)
     args = [fill(a, world, tmp_path) for a in shlex.split(row.argv)]
-    res = _within(ROW_SECONDS, lambda: run_cli(*args, input=row.input))
+    handler = _LiveStderr()
+    logging.getLogger().addHandler(handler)
+    try:
+        res = _within(ROW_SECONDS, lambda: run_cli(*args, input=row.input))
+    finally:
+        logging.getLogger().removeHandler(handler)
     assert_one_line_error(res, *(fill(w, world, tmp_path) for w in row.words))
     for o in outs:
         assert snapshot(o) == before[o], f"{o} changed"

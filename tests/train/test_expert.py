@@ -24,26 +24,11 @@ from tests.helpers import assert_one_line_error, run_cli
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = [f"Tell me something about topic number {i}." for i in range(64)]
 FAST = {"max_new_tokens": 8, "batch_size": 4, "eval_prompts": 8, "ppo_epochs": 2, "save_every": 2,
-        "learning_rate": 1e-2, "kl_coef": 0.0}
+        "learning_rate": 1e-2, "kl_coef": 0.0, "warm_start": False, "autocast": "off"}
 
 
 def letter_share(completions: list[str], prompts=None, **_) -> list[float]:
     return [sum(ch.isalpha() for ch in c) / max(len(c), 1) for c in completions]
-
-
-@pytest.fixture(scope="module")
-def confident_base(tmp_path_factory) -> Path:
-    """The tiny random Llama with a confident output head (see the module docstring)."""
-    from safetensors.torch import load_file, save_file
-
-    from soups.base import resolve_base
-    from tests.helpers import make_tiny_llama
-
-    out = make_tiny_llama(tmp_path_factory.mktemp("tiny") / "base", tokenizer_from=resolve_base("default"))
-    sd = load_file(out / "model.safetensors")
-    sd["model.norm.weight"].fill_(4.0)  # confident head: logits std ~1.6 instead of ~0.02
-    save_file(sd, out / "model.safetensors", metadata={"format": "pt"})
-    return out
 
 
 def _train(base: Path, tmp: Path, name: str, **kw):
@@ -100,7 +85,7 @@ def test_ppo_end_to_end_expert_loads_and_merges(confident_base, tmp_path):
         assert r["n"] == 8 and r["ci95"][0] <= r["mean"] <= r["ci95"][1]
     assert meta["fluency"]["base_ppl_on_expert_outputs"] > 1 and meta["wall_time_s"] > 0
     cfg = json.loads((out / "adapter_config.json").read_text())
-    assert cfg["peft_type"] == "LORA" and cfg["r"] == 8
+    assert cfg["peft_type"] == "LORA" and cfg["r"] == load_config(None, "cpu").lora.r
     rows = [json.loads(ln) for ln in (tmp_path / "e2e-run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all("reward" in r and "kl" in r for r in rows)
     # the adapter is a real, non-zero LoRA that PEFT loads on the base

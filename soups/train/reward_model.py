@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from soups.errors import DataError
+from soups.errors import ConfigError, DataError
 from soups.io.atomic import atomic_dir, check_output
 from soups.io.files import finite_json
 
@@ -72,6 +72,11 @@ def train_reward_model(dim: str, pairs_path: Path, *, base: str | Path = "defaul
     from soups.train.config import LoraSettings, TrainConfig
 
     check_output(out, force)
+    for flag, value, ok in (("--epochs", epochs, 0 < epochs <= 1000), ("--lr", lr, 0 < lr <= 1),
+                            ("--batch-size", batch_size, 1 <= batch_size <= 4096),
+                            ("--eval-frac", eval_frac, 0 < eval_frac < 1)):
+        if not ok:  # NaN fails every comparison
+            raise ConfigError(f"{flag} {value}: out of range; see `soups train-reward --help`")
     pairs = load_pairs(pairs_path)
     rng = random.Random(seed)
     rng.shuffle(pairs)

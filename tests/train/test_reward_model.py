@@ -36,6 +36,20 @@ def test_load_pairs_names_file_and_line(tmp_path):
         load_pairs(f)
 
 
+@pytest.mark.parametrize("option", [{"epochs": -1}, {"epochs": float("nan")}, {"lr": 0}, {"lr": float("inf")},
+                                    {"batch_size": 0}, {"eval_frac": 1.5}, {"eval_frac": float("nan")}])
+def test_library_refuses_bad_settings_before_loading(tmp_path, option):
+    """Issue 13: `--epochs -1` exited 0 with an untrained model; the library checks its numbers too."""
+    from soups.errors import ConfigError
+    from soups.train.reward_model import train_reward_model
+
+    flag = "--" + next(iter(option)).replace("_", "-")
+    with pytest.raises(ConfigError, match=f"{flag} .*out of range"):
+        train_reward_model("concise", tmp_path / "absent.jsonl", base=tmp_path / "absent", out=tmp_path / "rm",
+                           **option)
+    assert not (tmp_path / "rm").exists()
+
+
 def test_train_reward_learns_pairs_and_is_read_back(tiny_base, tmp_path):
     from transformers import AutoTokenizer
 

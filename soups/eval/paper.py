@@ -282,7 +282,8 @@ def _markdown(singles, rows, sweeps, flu, targets, side, curves, n_prompts, max_
           f"{_ok(c['soup_statements_beats_base'] >= TARGETS['combo_vs_base'])}), and is at least even with the "
           f"prompted base in >= {TARGETS['combo_vs_prompted']} (here {c['soup_statements_even_with_prompted']}: "
           f"{_ok(c['soup_statements_even_with_prompted'] >= TARGETS['combo_vs_prompted'])}).", "",
-          "| combination | dimension (metric, better) | soup | soup + statements | paper avg (linear) | base | prompted "
+          "| combination | dimension (metric, better) | soup | soup + statements | paper avg (linear) | base "
+          "| prompted "
           "| expert alone | soup+st. win vs base | soup+st. win vs prompted |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -292,7 +293,8 @@ def _markdown(singles, rows, sweeps, flu, targets, side, curves, n_prompts, max_
                                                                                            "swin_prompted")]
         L.append(f"| {r['combo']} | {r['dimension']} ({r['metric']}, {r['wants']}) | " + " | ".join(cells + wins)
                  + " |")
-    L += ["", "### Fluency of every system", "", "| system | unknown words | distinct-3 | truncated |", "|---|---|---|---|"]
+    L += ["", "### Fluency of every system", "", "| system | unknown words | distinct-3 | truncated |",
+          "|---|---|---|---|"]
     for name, f in flu.items():
         L.append(f"| {name} | {f['unknown']:.1%} | {f['distinct3']:.3f} | {f.get('truncated', 0):.0%} |")
     L += ["", "### Three prompts, side by side", ""]

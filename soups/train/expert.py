@@ -155,9 +155,8 @@ class ExpertRecipe:
         """Held-out completions (adapters on/off), their rewards and the base's perplexity on them."""
         import contextlib
 
-        from soups.train.heldout import generate, perplexity
-
         from soups.hardware import autocast
+        from soups.train.heldout import generate, perplexity
 
         ctx = contextlib.nullcontext() if adapters else self.policy.disable_adapter()
         with ctx, autocast(self.use_bf16):
@@ -292,8 +291,8 @@ class ExpertRecipe:
     # ------------------------------------------------------------------ finish
     def finish(self, before: dict, after: dict, t0: float) -> dict[str, Any]:
         import soups
-        from soups.train.heldout import bootstrap_ci, fluency
         from soups.train.curves import curve_rows
+        from soups.train.heldout import bootstrap_ci, fluency
         from soups.train.progress import read_metrics
 
         metrics = read_metrics(self.run_dir / "metrics.jsonl")

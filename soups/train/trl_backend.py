@@ -220,9 +220,9 @@ def train_ppo(policy, tokenizer, base_dir: Path, cfg: TrainConfig, reward_fn: Re
 
     The KL reference is the base (adapters disabled), or the frozen adapter `ref_adapter` (a warm start).
     With `use_bf16` the whole loop (rollouts, scoring, updates) runs under bf16 autocast."""
-    from soups.hardware import autocast
-
     from datasets import Dataset
+
+    from soups.hardware import autocast
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 

@@ -49,7 +49,8 @@ def test_paper_runner(eval_world, tmp_path, monkeypatch):
     md = paper.run(out, limit=2, max_new_tokens=4, grid=3, base=str(base), progress=False).read_text()
     lines = md.splitlines()
     combos = [ln for ln in lines if ln.startswith(("| elementary-", "| expert-"))]
-    alone = [ln for ln in lines if any(ln.startswith(f"| {d} | ") for d in paper.EXPERTS) and "metric (better)" not in ln]
+    alone = [ln for ln in lines
+             if any(ln.startswith(f"| {d} | ") for d in paper.EXPERTS) and "metric (better)" not in ln]
     assert len(combos) == 24 and len(alone) == 6
     for pair in paper.SWEEPS:
         assert_png(out / f"sweep-{'-'.join(pair)}.png")

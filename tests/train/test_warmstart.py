@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from soups.train.warmstart import select
+
 PROMPTS = [f"Tell me something about topic number {i}." for i in range(64)]
 FAST = {"max_new_tokens": 8, "batch_size": 4, "eval_prompts": 8, "ppo_epochs": 2, "save_every": 1,
         "learning_rate": 1e-2, "kl_coef": 0.05, "autocast": "off"}

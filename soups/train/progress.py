@@ -33,6 +33,16 @@ def metric_lines(path: Path) -> list[tuple[str, dict]]:
     return out
 
 
+def _start_bar(title: str, total: int, completed: int = 0):
+    """A started rich progress bar (description, bar, n/N, stats, time left) and its task id."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[stats]}"), TimeRemainingColumn())
+    bar.start()
+    return bar, bar.add_task(title, total=total, completed=completed, stats="")
+
+
 def read_metrics(path: Path) -> list[dict]:
     """The rows of metrics.jsonl (torn lines dropped, see metric_lines)."""
     return [row for _, row in metric_lines(path)]
@@ -53,12 +63,7 @@ class StepLogger:
 
         self._main = PartialState().is_main_process
         if self.show and self._main:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("{task.fields[stats]}"), TimeRemainingColumn())
-            self._progress.start()
-            self._task = self._progress.add_task(self.title, total=self.total, completed=self.start, stats="")
+            self._progress, self._task = _start_bar(self.title, self.total, self.start)
         self._t, self._cpu = time.time(), time.process_time()
         return self
 
@@ -102,12 +107,7 @@ class StageBar:
         from accelerate import PartialState
 
         if self.show and PartialState().is_main_process:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("{task.fields[stats]}"), TimeRemainingColumn())
-            self._progress.start()
-            self._task = self._progress.add_task(self.title, total=self.total, stats="")
+            self._progress, self._task = _start_bar(self.title, self.total)
         return self
 
     def update(self, done: int, total: int | None = None, stats: str = "") -> None:

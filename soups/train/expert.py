@@ -194,6 +194,7 @@ class ExpertRecipe:
         from soups.train import warmstart
         from soups.train.heldout import bootstrap_ci
         from soups.train.progress import StageBar
+        from soups.train.warmstart_vllm import candidates_vllm, resolve_engine
 
         statement = self.run.statement or getattr(self.dimension, "statement", None)
         if not statement:
@@ -211,10 +212,16 @@ class ExpertRecipe:
         random.Random(self.cfg.seed).shuffle(prompts)
         prompts = prompts[: ws.prompts]
         t0 = time.time()
-        with StageBar(f"{self.run.dim} warm start: answers", total=len(prompts), show=self.run.progress) as bar, \
-                self.policy.disable_adapter():
-            rows = warmstart.candidates(self.policy, self.tokenizer, prompts, statement, ws, self.cfg.seed,
-                                        wdir / "candidates.jsonl", self.use_bf16, progress=bar.update)
+        engine = resolve_engine(ws.engine)
+        with StageBar(f"{self.run.dim} warm start: answers ({engine})", total=len(prompts),
+                      show=self.run.progress) as bar:
+            if engine == "vllm":
+                rows = candidates_vllm(self.base_dir, prompts, statement, ws, self.cfg.seed,
+                                       wdir / "candidates.jsonl", progress=bar.update)
+            else:
+                with self.policy.disable_adapter():
+                    rows = warmstart.candidates(self.policy, self.tokenizer, prompts, statement, ws, self.cfg.seed,
+                                                wdir / "candidates.jsonl", self.use_bf16, progress=bar.update)
         data = warmstart.select(rows, self.run.reward, ws.keep, ws.finished_only)
         if len(data) < 2:
             raise ConfigError(f"warm_start: only {len(data)} finished answers among {len(rows)} prompts; "
@@ -242,7 +249,7 @@ class ExpertRecipe:
             "picked_reward_mean": round(sum(d["reward"] for d in data) / len(data), 4),
             "candidate_reward_mean": round(sum(d["mean_reward"] for d in data) / len(data), 4),
             "epochs": history, "heldout_reward": bootstrap_ci(heldout["rewards"]),
-            "samples": heldout["samples"], "generate_time_s": round(t1 - t0, 1), "train_time_s": round(t2 - t1, 1),
+            "samples": heldout["samples"], "engine": engine, "generate_time_s": round(t1 - t0, 1), "train_time_s": round(t2 - t1, 1),
         }
         self.stages.append(stage)
         self.warm = heldout

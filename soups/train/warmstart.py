@@ -45,13 +45,20 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [row for _, row in read_jsonl(path, tolerate_torn_tail=True)] if path.is_file() else []
 
 
+def load_rows(path: Path) -> list[dict]:
+    """The candidate rows written so far, with a torn last line (a killed write) cut off the file before
+    anything is appended to it."""
+    rows = _read_jsonl(path)
+    if path.is_file() and len(path.read_text().splitlines()) != len(rows):
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows), force=True)
+    return rows
+
+
 @torch.no_grad()
 def candidates(model, tokenizer, prompts: list[str], statement: str, ws: WarmStart, seed: int, path: Path,
                use_bf16: bool, progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Sample `ws.samples` prompted answers per prompt; rows {prompt, answers, finished}, cached in `path`."""
-    rows = _read_jsonl(path)
-    if path.is_file() and len(path.read_text().splitlines()) != len(rows):  # drop a torn tail before appending
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows), force=True)
+    rows = load_rows(path)
     done = {r["prompt"] for r in rows}
     todo = [p for p in prompts if p not in done]
     tokenizer.padding_side = "left"

@@ -27,7 +27,7 @@ def letter_share(completions: list[str], prompts=None, **_) -> list[float]:
 
 
 WS = {"prompts": 12, "samples": 3, "keep": 0.5, "temperature": 1.0, "max_new_tokens": 6, "gen_batch": 5,
-      "epochs": 2, "learning_rate": 5e-3, "batch_size": 4, "finished_only": False}
+      "engine": "transformers", "epochs": 2, "learning_rate": 5e-3, "batch_size": 4, "finished_only": False}
 
 
 def test_select_keeps_best_answer_per_prompt_then_top_share():

@@ -23,6 +23,8 @@ PROMPTS = [
     "How do vaccines work?",
     "What should I do if my houseplant's leaves turn yellow?",
 ]
+DEMO_ENGINE = "transformers"
+DEMO_ENGINE_WHY = "for three short answers per model, a vLLM engine's start is not repaid (README, Generation speed)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--statements", action="store_true",
                     help="also answer with the declared dimensions' preference statements appended to the prompt")
+    ap.add_argument("--engine", default=DEMO_ENGINE, choices=("auto", "vllm", "transformers"),
+                    help=f"generation engine (default {DEMO_ENGINE}: {DEMO_ENGINE_WHY}); auto = vLLM when installed")
     args = ap.parse_args(argv)
 
     from rich.console import Console
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from soups.base import resolve_base
     from soups.dimensions import load_dimension
     from soups.errors import SoupsError
-    from soups.eval.generate import generate_chat
+    from soups.eval.generate import open_generator, resolve_engine
     from soups.merge.engine import merge
     from soups.merge.provenance import declared_dimensions, statements
     from soups.prompts import with_statements
@@ -62,17 +66,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         declared = declared_dimensions(res.out)
 
-        console.rule("[bold]3. base vs soup")
-        answers = {
-            "base": generate_chat(base, PROMPTS, max_new_tokens=args.max_new_tokens, batch_size=4),
-            f"soup ({mix})": generate_chat(res.out, PROMPTS, max_new_tokens=args.max_new_tokens, batch_size=4),
-        }
+        console.rule(f"[bold]3. base vs soup ({resolve_engine(args.engine)})")
+        t0 = time.perf_counter()
+        answers = {}
+        asks = {"base": (base, PROMPTS), f"soup ({mix})": (res.out, PROMPTS)}
         if args.statements:
             said = statements(res.out)
-            asked = [with_statements(p, said) for p in PROMPTS]
             console.print("soup + statements: each prompt ends with " + " ".join(said))
-            answers["soup + statements"] = generate_chat(res.out, asked, max_new_tokens=args.max_new_tokens,
-                                                         batch_size=4)
+            asks["soup + statements"] = (res.out, [with_statements(p, said) for p in PROMPTS])
+        gen = None
+        for name, (model, prompts) in asks.items():
+            if gen is None or gen.base_dir != model:  # the soup is a full checkpoint: a model of its own
+                if gen is not None and hasattr(gen, "close"):
+                    gen.close()
+                gen = open_generator(model, args.engine)
+            answers[name] = gen.generate(prompts, max_new_tokens=args.max_new_tokens, batch_size=4, label=name)
+        if hasattr(gen, "close"):
+            gen.close()
+        console.print(f"answered in {time.perf_counter() - t0:.1f} s")
     except SoupsError as e:
         console.print(f"[red]error:[/red] {e}")
         return 2

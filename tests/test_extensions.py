@@ -226,7 +226,7 @@ def test_a_new_dimension_is_evaluated(rhyme, tiny_base, tmp_path):
     prompts.write_text("Why is the sky blue?\nWrite a poem about rain.\n")
     res = run_cli("eval", "--experts", f"{e_rhyme},{e_concise}", "--weights", "1,1", "--base", tiny_base,
                   "--prompts", prompts, "--max-new-tokens", 6, "--baselines", "base,prompted",
-                  "--out", tmp_path / "ev")
+                  "--engine", "transformers", "--out", tmp_path / "ev")
     assert res.code == 0, res.err
     report = json.loads((tmp_path / "ev" / "results.json").read_text())
     dims = {d["name"]: d for d in report["dimensions"]}

@@ -127,6 +127,9 @@ def build_pool_cmd(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N prompts.")] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, max=MAX_NEW_TOKENS,
                                                 help="Response length cap.")] = 160,
+    engine: Annotated[str, typer.Option("--engine", help="Generation engine: auto (vLLM when installed, else "
+                                        "transformers), vllm (each soup swapped into one engine's weights) or "
+                                        "transformers.")] = "auto",
     force: Force = False,
 ) -> None:
     """Build a `soups ask` candidate pool: each trained expert (alone) and the base answer the prompts.
@@ -146,6 +149,9 @@ def build_pool_cmd(
     texts = load_prompts(prompts)[:limit]
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".soups-pool-", dir=out.absolute().parent) as work:
-        gen = soup_generator(experts, work, base=base, max_new_tokens=max_new_tokens)
-        pool = build_pool(texts, gen, default_soups(experts), out=out, force=force)
+        gen = soup_generator(experts, work, base=base, max_new_tokens=max_new_tokens, engine=engine)
+        try:
+            pool = build_pool(texts, gen, default_soups(experts), out=out, force=force)
+        finally:
+            gen.close()
     typer.echo(f"Wrote {out}: {len(pool)} responses to {len(texts)} prompts from {len(experts) + 1} soups")

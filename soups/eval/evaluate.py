@@ -24,6 +24,7 @@ from pathlib import Path
 
 from soups.errors import ConfigError, SoupsError
 from soups.eval.cache import ResponseCache, default_cache_dir
+from soups.eval.generate import GeneratorSession, generation_dtype, resolve_engine
 from soups.eval.report import WIN_TABLES  # report key -> whose win rates: the soup, the soup with statements
 from soups.eval.scorers import scorer_for
 from soups.recipe import Soup
@@ -50,6 +51,7 @@ class EvalConfig:
     max_new_tokens: int = 128
     batch_size: int = 8
     seed: int = 0
+    engine: str = "auto"  # auto (vLLM when installed), vllm or transformers (soups.eval.generate.resolve_engine)
     dtype: str | None = None
     scorers: dict[str, str] = field(default_factory=dict)
     judge_url: str | None = None
@@ -105,28 +107,38 @@ def _systems(cfg: EvalConfig, soup: Soup, declared, soups_dir: Path, skipped: di
     return systems
 
 
-def generate_systems(cfg, systems: list[System], base_dir: Path, prompts: list[str]) -> dict[str, list[str]]:
-    """Responses of every system (one loaded base, adapters swapped; cached on disk)."""
-    from soups.eval.generate import ChatGenerator
+def generate_systems(cfg, systems: list[System], base_dir: Path, prompts: list[str],
+                     session: GeneratorSession | None = None) -> dict[str, list[str]]:
+    """Responses of every system (one loaded base, adapters swapped; cached on disk by resolved engine and dtype).
+
+    `session`: a generator shared with other evaluations (soups.eval.paper); else one opened here for `cfg.engine`."""
     from soups.prompts import with_statements
 
     root = default_cache_dir() if cfg.cache == "default" else (Path(cfg.cache) if cfg.cache else None)
     cache = ResponseCache(root)
-    settings = {"max_new_tokens": cfg.max_new_tokens, "greedy": True, "seed": cfg.seed, "dtype": cfg.dtype}
-    gen = None
+    own = session is None
+    session = session or GeneratorSession(base_dir, cfg.engine, cfg.dtype)
+    if session.base_dir.resolve() != Path(base_dir).resolve():
+        raise ConfigError(f"--base {base_dir}: the shared generator runs {session.base_dir}; use one base per session")
+    settings = {"max_new_tokens": cfg.max_new_tokens, "greedy": True, "seed": cfg.seed,
+                "engine": session.engine, "dtype": session.dtype}
     out = {}
-    for s in systems:
-        asked = [with_statements(p, s.statements) for p in prompts]
-        key = cache.key(s.adapter or base_dir, s.system_prompt, asked, settings)
-        hit = cache.get(key)
-        if hit is not None:
-            out[s.name] = hit
-            continue
-        gen = gen or ChatGenerator(base_dir, dtype=cfg.dtype)
-        gen.set_adapter(s.adapter)
-        out[s.name] = gen.generate(asked, system=s.system_prompt, max_new_tokens=cfg.max_new_tokens,
-                                   batch_size=cfg.batch_size, seed=cfg.seed, progress=cfg.progress, label=s.name)
-        cache.put(key, out[s.name])
+    try:
+        for s in systems:
+            asked = [with_statements(p, s.statements) for p in prompts]
+            key = cache.key(s.adapter or base_dir, s.system_prompt, asked, settings)
+            hit = cache.get(key)
+            if hit is not None:
+                out[s.name] = hit
+                continue
+            gen = session.get()
+            gen.set_adapter(s.adapter)
+            out[s.name] = gen.generate(asked, system=s.system_prompt, max_new_tokens=cfg.max_new_tokens,
+                                       batch_size=cfg.batch_size, seed=cfg.seed, progress=cfg.progress, label=s.name)
+            cache.put(key, out[s.name])
+    finally:
+        if own:
+            session.close()
     return out
 
 
@@ -136,8 +148,10 @@ def _opponents(systems: list[System], ours: str) -> list[System]:
     return [s for s in systems if s.name != ours and not (ours == "soup" and s.name == "soup+statements")]
 
 
-def evaluate(cfg: EvalConfig) -> dict:
-    """Run `soups eval` (module docstring); write results.json, scores.csv, win_rates.csv, responses.jsonl."""
+def evaluate(cfg: EvalConfig, session: GeneratorSession | None = None) -> dict:
+    """Run `soups eval` (module docstring); write results.json, scores.csv, win_rates.csv, responses.jsonl.
+
+    `session`: a generator on the same base shared with other evaluations (else one is opened for the run)."""
     from soups.base import resolve_base
     from soups.dimensions import load_dimension
     from soups.eval.report import write_report
@@ -150,6 +164,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise ConfigError(
             f"--baselines {','.join(cfg.baselines)}: unknown {unknown[0]!r}; choose from {','.join(BASELINES)}"
         )
+    engine = resolve_engine(cfg.engine)
     if bool(cfg.judge_url) != bool(cfg.judge_model):
         raise ConfigError("--judge-url and --judge-model go together; give both (or neither)")
     if cfg.judge_url:
@@ -165,13 +180,15 @@ def evaluate(cfg: EvalConfig) -> dict:
     skipped: dict[str, str] = {}
     with atomic_dir(Path(cfg.out), force=cfg.force) as tmp:
         systems = _systems(cfg, soup, declared, tmp / "soups", skipped)
-        responses = generate_systems(cfg, systems, base_dir, prompts)
+        responses = generate_systems(cfg, systems, base_dir, prompts, session)
         scores = {s.name: {d: scorers[d](responses[s.name]) for d in dims} for s in systems}
         report = {
             "experts": list(soup.experts), "weights": soup.weights, "method": soup.method,
             "params": soup.params, "base": str(base_dir),
             "prompts": {"source": str(cfg.prompts), "n": len(prompts)},
-            "generation": {"max_new_tokens": cfg.max_new_tokens, "greedy": True, "seed": cfg.seed},
+            "generation": {"max_new_tokens": cfg.max_new_tokens, "greedy": True, "seed": cfg.seed,
+                           "engine": session.engine if session else engine,
+                           "dtype": session.dtype if session else generation_dtype(cfg.dtype, base_dir)},
             "dimensions": [{"name": d, "metric": scorers[d].metric.name, "label": scorers[d].metric.label,
                             "wants": scorers[d].wants, "statement": statements[d]} for d in dims],
             "systems": [{"name": s.name, "label": s.label, "system_prompt": s.system_prompt,

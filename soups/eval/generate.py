@@ -1,5 +1,9 @@
 """Batched chat generation from a model, expert or soup directory (transformers, or vLLM when installed).
 
+Engines: `ChatGenerator` (transformers + PEFT) and `soups.eval.vllm_engine.VllmGenerator` (one vLLM engine,
+adapters swapped into its weights), one interface; `open_generator` picks by `--engine` (auto: vLLM when
+installed).
+
 A directory is either a full Hugging Face model (config.json: a base or a full soup) or a PEFT
 LoRA adapter (adapter_config.json: an expert or an adapter soup), whose base comes from its
 soup.json / expert.json, else from `base_model_name_or_path`, through `soups.base.resolve_base`.
@@ -84,6 +88,71 @@ def _stored_dtype(model_dir: Path) -> str | None:
     except (OSError, ValueError):
         return None
     return str(cfg.get("dtype") or cfg.get("torch_dtype") or "").removeprefix("torch.") or None
+
+
+def generation_dtype(dtype: str | None, model_dir: Path, device: str | None = None) -> str:
+    """The dtype a generator runs `model_dir` in: `dtype`, else `default_dtype`; `auto` names the checkpoint's
+    stored dtype when it records one (what the response cache keys on)."""
+    if device is None:
+        from soups.vllm_server import on_gpu
+
+        device = "cuda" if on_gpu() else "cpu"
+    dtype = dtype or default_dtype(device, model_dir)
+    return (_stored_dtype(Path(model_dir)) or "auto") if dtype == "auto" else str(dtype)
+
+
+ENGINES = ("auto", "vllm", "transformers")
+
+
+def resolve_engine(engine: str, flag: str = "--engine") -> str:
+    """`auto` -> vllm when installed (bench/generate.py: ~10x the tokens/s of transformers on CPU), else
+    transformers; an unknown engine, or vllm when it is not installed, is a ConfigError naming `flag`."""
+    from soups.eval.vllm_engine import vllm_available
+
+    if engine not in ENGINES:
+        raise ConfigError(f"{flag} {engine}: unknown engine; choose {', '.join(ENGINES)}")
+    if engine == "auto":
+        return "vllm" if vllm_available() else "transformers"
+    if engine == "vllm" and not vllm_available():
+        raise ConfigError(f"{flag} vllm: vLLM is not installed; run `make install-vllm`, "
+                          f"or use {flag} transformers")
+    return engine
+
+
+def open_generator(model: str | Path, engine: str = "auto", *, dtype: str | None = None):
+    """A ChatGenerator (transformers) or a VllmGenerator (vLLM, adapters swapped into its weights) on `model`."""
+    if resolve_engine(engine) == "vllm":
+        from soups.eval.vllm_engine import VllmGenerator
+
+        return VllmGenerator(model, dtype=dtype)
+    return ChatGenerator(model, dtype=dtype)
+
+
+class GeneratorSession:
+    """One generator on `base_dir` for many evaluations: opened on first use (a fully cached run loads
+    nothing), engine and dtype resolved up front (the response cache keys on them), closed on exit."""
+
+    def __init__(self, base_dir: Path, engine: str = "auto", dtype: str | None = None) -> None:
+        self.base_dir = Path(base_dir)
+        self.engine = resolve_engine(engine)
+        self.dtype = generation_dtype(dtype, self.base_dir)
+        self._gen = None
+
+    def get(self):
+        if self._gen is None:
+            self._gen = open_generator(self.base_dir, self.engine, dtype=self.dtype)
+        return self._gen
+
+    def close(self) -> None:
+        gen, self._gen = self._gen, None
+        if gen is not None and hasattr(gen, "close"):
+            gen.close()
+
+    def __enter__(self) -> GeneratorSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _torch_dtype(dtype: Any, device: str, model_dir: Path | None = None):
@@ -272,19 +341,10 @@ def generate_vllm(model: Path, prompts: list[str], *, adapter: Path | None = Non
         kwargs.update(enable_lora=True, max_lora_rank=vllm_lora_rank(r), max_loras=1)
         lora = LoRARequest("soup", 1, str(adapter))
     from soups.chat import render
+    from soups.eval.vllm_engine import vllm_cpu_env
     from soups.vllm_server import engine_kwargs
 
-    # the engine in this process: starts faster and exits cleanly with the command
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    from soups.vllm_server import on_gpu
-
-    if not on_gpu():
-        import torch
-
-        _fit_cpu_threads()
-        if torch.get_num_threads() < (os.cpu_count() or 1):  # else vLLM binds a thread to every core again
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-
+    vllm_cpu_env()  # the engine in this process: starts faster and exits cleanly with the command
     kwargs.update(engine_kwargs())  # on CPU: an explicit KV-cache size, not a fraction of all RAM
     llm = LLM(model=str(base_dir), dtype=dtype or "auto", seed=seed, **kwargs)
     tok = llm.get_tokenizer()

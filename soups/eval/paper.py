@@ -76,8 +76,21 @@ def _fluency(systems: dict[str, list[str]], tokenizer, budget: int) -> dict[str,
 
 
 def run(out: Path, *, limit: int | None = 48, max_new_tokens: int = 256, grid: int = 5, base: str = "default",
-        judge_url: str | None = None, judge_model: str | None = None, progress: bool = True) -> Path:
-    """Evaluate everything in the module docstring into `out`; returns the path of results.md."""
+        judge_url: str | None = None, judge_model: str | None = None, progress: bool = True,
+        engine: str = "auto") -> Path:
+    """Evaluate everything in the module docstring into `out`; returns the path of results.md.
+
+    One generator answers for every table (`engine`: auto = vLLM when installed, adapters swapped into its
+    weights; soups.eval.generate.GeneratorSession), started only if some response is not cached."""
+    from soups.base import resolve_base
+    from soups.eval.generate import GeneratorSession
+
+    with GeneratorSession(resolve_base(base), engine) as session:
+        return _run(out, limit=limit, max_new_tokens=max_new_tokens, grid=grid, base=base, judge_url=judge_url,
+                    judge_model=judge_model, progress=progress, session=session)
+
+
+def _run(out: Path, *, limit, max_new_tokens, grid, base, judge_url, judge_model, progress, session) -> Path:
     from transformers import AutoTokenizer
 
     from soups.base import resolve_base
@@ -86,13 +99,15 @@ def run(out: Path, *, limit: int | None = 48, max_new_tokens: int = 256, grid: i
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     tokenizer = AutoTokenizer.from_pretrained(resolve_base(base))
-    common = dict(base=base, limit=limit, max_new_tokens=max_new_tokens, force=True, progress=progress)
+    common = dict(base=base, limit=limit, max_new_tokens=max_new_tokens, force=True, progress=progress,
+                  engine=session.engine)
 
     # 1. each expert alone (the "soup" of a one-hot weight vector) vs base and its own prompted base
     singles, texts = [], {}
     for dim in EXPERTS:
         rep = evaluate(EvalConfig(weights=[1.0 if e == dim else 0.0 for e in EXPERTS], experts=EXPERTS,
-                                  out=out / "runs" / f"alone-{dim}", baselines=("base", "prompted"), **common))
+                                  out=out / "runs" / f"alone-{dim}", baselines=("base", "prompted"), **common),
+                       session)
         info = rep["dimensions"][0]
         resp = _responses(rep)
         texts["base"], texts[f"prompted:{dim}"], texts[f"expert:{dim}"] = resp["base"], resp["prompted"], resp["soup"]
@@ -108,7 +123,8 @@ def run(out: Path, *, limit: int | None = 48, max_new_tokens: int = 256, grid: i
     for combo in COMBOS:
         name = "-".join(combo)
         rep = evaluate(EvalConfig(weights=[1.0 if e in combo else 0.0 for e in EXPERTS], experts=EXPERTS,
-                                  out=out / "runs" / name, judge_url=judge_url, judge_model=judge_model, **common))
+                                  out=out / "runs" / name, judge_url=judge_url, judge_model=judge_model, **common),
+                       session)
         resp = _responses(rep)
         texts[f"soup:{name}"], texts[f"soup+statements:{name}"] = resp["soup"], resp.get("soup+statements", [])
         if "linear" in resp:
@@ -130,7 +146,8 @@ def run(out: Path, *, limit: int | None = 48, max_new_tokens: int = 256, grid: i
     for pair, (kind, threshold) in SWEEPS.items():
         tag = "-".join(pair)
         sw = sweep(SweepConfig(experts=list(pair), out=out / "runs" / f"sweep-{tag}", grid=grid, methods=("exact",),
-                               base=base, limit=limit, max_new_tokens=max_new_tokens, force=True, progress=progress))
+                               base=base, limit=limit, max_new_tokens=max_new_tokens, force=True, progress=progress,
+                               engine=session.engine), session)
         shutil.copyfile(sw["png"], out / f"sweep-{tag}.png")
         sweeps.append(_sweep_check(sw, pair, kind, threshold))
 
@@ -144,7 +161,7 @@ def run(out: Path, *, limit: int | None = 48, max_new_tokens: int = 256, grid: i
     side = _side_by_side(prompts, texts)
     path = out / "results.md"
     path.write_text(_markdown(singles, rows, sweeps, flu, targets, side, curves, n_prompts, max_new_tokens, grid,
-                              minutes, out))
+                              minutes, out, f"{session.engine}, {session.dtype}"))
     return path
 
 
@@ -237,7 +254,7 @@ def _quote(text: str, width: int = 400) -> str:
 
 
 def _markdown(singles, rows, sweeps, flu, targets, side, curves, n_prompts, max_new_tokens, grid, minutes,
-              out: Path) -> str:
+              out: Path, engine: str = "") -> str:
     rel = lambda p: os.path.relpath(p, Path.cwd())  # noqa: E731
     by_dim = {t["dimension"]: t for t in targets["experts"]}
     L = [
@@ -304,7 +321,7 @@ def _markdown(singles, rows, sweeps, flu, targets, side, curves, n_prompts, max_
         L.append("")
     if curves:
         L += ["### Training curves", ""] + [f"![{Path(p).stem}]({rel(p)})" for p in curves] + [""]
-    L += [f"`make eval` ran in {minutes:.1f} min on {os.cpu_count()} CPU cores "
+    L += [f"`make eval` ran in {minutes:.1f} min on {os.cpu_count()} CPU cores, generating with {engine} "
           "(responses cached: a re-run only re-scores).", ""]
     return "\n".join(L)
 
@@ -319,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--judge-url")
     p.add_argument("--judge-model")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--engine", default="auto", help="generation engine: auto (vLLM when installed, else "
+                   "transformers), vllm (one engine, each adapter swapped into its weights) or transformers")
     a = p.parse_args(argv)
     for flag, v, lo in (("--limit", a.limit, 2), ("--max-new-tokens", a.max_new_tokens, 1), ("--grid", a.grid, 2)):
         if v < lo or (flag != "--max-new-tokens" and v > 10_000) or v > 100_000:
@@ -327,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         path = run(a.out, limit=a.limit, max_new_tokens=a.max_new_tokens, grid=a.grid, base=a.base,
-                   judge_url=a.judge_url, judge_model=a.judge_model, progress=not a.quiet)
+                   judge_url=a.judge_url, judge_model=a.judge_model, progress=not a.quiet, engine=a.engine)
     except SoupsError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         raise SystemExit(e.exit_code) from None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from soups.errors import ConfigError, SoupsError
 from soups.eval.evaluate import System, generate_systems
+from soups.eval.generate import GeneratorSession, resolve_engine
 from soups.eval.scorers import scorer_for
 from soups.io.jsonl import jsonl_text
 from soups.stats import bootstrap_ci, pareto_front
@@ -39,6 +40,7 @@ class SweepConfig:
     max_new_tokens: int = 128
     batch_size: int = 8
     seed: int = 0
+    engine: str = "auto"  # auto (vLLM when installed), vllm or transformers (soups.eval.generate.resolve_engine)
     dtype: str | None = None
     scorers: dict[str, str] = field(default_factory=dict)
     cache: Path | None | str = "default"
@@ -58,8 +60,10 @@ def grid_points(k: int, n: int) -> list[tuple[float, ...]]:
     return [((m - i - j) / m, i / m, j / m) for i in range(n) for j in range(n - i)]
 
 
-def sweep(cfg: SweepConfig) -> dict:
-    """Run the sweep (module docstring); returns the result dict written to sweep.json."""
+def sweep(cfg: SweepConfig, session: GeneratorSession | None = None) -> dict:
+    """Run the sweep (module docstring); returns the result dict written to sweep.json.
+
+    `session`: a generator on the same base shared with other evaluations (else one is opened for the sweep)."""
     from soups.base import resolve_base
     from soups.eval.plots import plot_sweep
     from soups.eval.systems import build_soup, expert_dimension, load_prompt_set
@@ -71,6 +75,7 @@ def sweep(cfg: SweepConfig) -> dict:
     bad = [m for m in cfg.methods if m not in REGISTRY]
     if bad or not cfg.methods:
         raise ConfigError(f"--methods {','.join(cfg.methods)}: choose from {', '.join(REGISTRY)}")
+    resolve_engine(cfg.engine)
     points = grid_points(len(cfg.experts), cfg.grid)
     names = [Path(e).name if Path(e).is_dir() else str(e) for e in cfg.experts]
     dims = [expert_dimension(e) for e in cfg.experts]
@@ -101,7 +106,7 @@ def sweep(cfg: SweepConfig) -> dict:
                 systems.append(System(f"{method}-{i}", f"{method} {w}", adapter))
                 rows.append({"method": method, "weights": list(w), "system": f"{method}-{i}"})
         rows = [r for r in rows if r["method"] not in skipped]
-        responses = generate_systems(cfg, systems, base_dir, prompts)
+        responses = generate_systems(cfg, systems, base_dir, prompts, session)
         scores = {s: {d: scorers[d](texts) for d in dims} for s, texts in responses.items()}
         for r in rows:
             r["scores"] = {d: bootstrap_ci(scores[r["system"]][d], seed=cfg.seed).to_dict() for d in dims}

@@ -50,27 +50,37 @@ def soup_generator(
     max_new_tokens: int = 160,
     batch_size: int = 8,
     progress: bool = True,
+    engine: str = "auto",
 ) -> Callable[[list[str], dict[str, float]], list[str]]:
-    """A `generate(prompts, weights)` that merges `experts` by `weights` into an adapter soup and generates."""
+    """A `generate(prompts, weights)` that merges `experts` by `weights` into an adapter soup and generates.
+
+    One generator answers for every soup (`engine`: auto = vLLM when installed, each soup swapped into its
+    weights; soups.eval.generate.GeneratorSession), loaded on the first call; `generate.close()` frees it."""
     from soups.base import resolve_base
-    from soups.eval.generate import generate_chat
+    from soups.eval.generate import GeneratorSession, resolve_engine
     from soups.merge.engine import merge
 
     workdir = Path(workdir)
+    engine = resolve_engine(engine)  # a missing vLLM fails here, before any merge
+    sessions: list[GeneratorSession] = []  # opened on the first call
 
     def generate(prompts: list[str], weights: dict[str, float]) -> list[str]:
         used = {k: float(v) for k, v in weights.items() if v}
         unknown = [k for k in used if k not in experts]
         if unknown:
             raise AdapterError(f"soup weights name {', '.join(unknown)}, not among the experts {', '.join(experts)}")
-        if not used:
-            model = resolve_base(base)
-        else:
-            model = workdir / ("soup-" + "-".join(f"{k}{v:g}" for k, v in used.items()))
+        adapter = None
+        if used:
+            adapter = workdir / ("soup-" + "-".join(f"{k}{v:g}" for k, v in used.items()))
             merge(experts=[str(experts[k]) for k in used], weights=list(used.values()), base=base, format="adapter",
-                  out=model, force=True)
-        log.info("generating %d responses with %s", len(prompts), model.name)
-        return generate_chat(model, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size,
-                             progress=progress)
+                  out=adapter, force=True)
+        log.info("generating %d responses with %s (%s)", len(prompts), adapter.name if adapter else "the base", engine)
+        if not sessions:
+            sessions.append(GeneratorSession(resolve_base(base), engine))
+        gen = sessions[0].get()
+        gen.set_adapter(adapter)
+        return gen.generate(list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
+                            label=adapter.name if adapter else "base")
 
+    generate.close = lambda: [s.close() for s in sessions]  # type: ignore[attr-defined]
     return generate

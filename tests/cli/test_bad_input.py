@@ -818,6 +818,7 @@ ROWS: list[Row] = [
       outs="{here}"),
     R("eval-baselines", EV + " --baselines base,oracle", "--baselines", "'oracle'", outs="{tmp}/ev"),
     R("eval-method", EV + " --method magic", "--method", "magic", outs="{tmp}/ev"),
+    R("eval-engine", EV + " --engine llama.cpp", "--engine", "llama.cpp", "auto", outs="{tmp}/ev"),
     R("eval-svd-no-rank", EV + " --method svd", "svd", "rank", outs="{tmp}/ev"),
     R("eval-scorer-syntax", EV + " --scorer concise", "--scorer concise", "DIMENSION=METRIC", outs="{tmp}/ev"),
     R("eval-scorer-unknown", EV + " --scorer concise=magic", "magic", outs="{tmp}/ev"),
@@ -839,6 +840,7 @@ ROWS: list[Row] = [
     R("eval-dims-bad", EV, "concise.yaml", "YAML", outs="{tmp}/ev", env={"SOUPS_EXPERTS_DIR": "{dims_badyaml}"}),
     # --- sweep
     R("sweep-grid-one", SW + " --grid 1", "--grid", "'1'", outs="{tmp}/sw"),
+    R("sweep-engine", SW + " --engine llama.cpp", "--engine", "llama.cpp", "auto", outs="{tmp}/sw"),
     R("sweep-grid-zero", SW + " --grid 0", "--grid", outs="{tmp}/sw"),
     R("sweep-grid-negative", SW + " --grid -4", "--grid", outs="{tmp}/sw"),
     R("sweep-grid-million", SW + " --grid 1000000", "--grid", "1000000", outs="{tmp}/sw"),
@@ -991,6 +993,7 @@ ROWS: list[Row] = [
       outs="{afile}"),
     R("fit-population-dims", FP + " --dims rhyme", "'rhyme'", outs="{tmp}/pop.json"),
     # --- build-pool
+    R("build-pool-engine", BP + " --engine llama.cpp", "--engine", "llama.cpp", "auto", outs="{tmp}/pool.jsonl"),
     R("build-pool-out-exists", BP.replace("{tmp}/pool.jsonl", "{existing_jsonl}"), "--out", "--force",
       outs="{existing_jsonl}"),
     R("build-pool-out-dir", BP.replace("{tmp}/pool.jsonl", "{dir_jsonl}"), "--out", "directory",

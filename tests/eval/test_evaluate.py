@@ -19,7 +19,7 @@ def test_eval_end_to_end(eval_world, tmp_path, monkeypatch):
     out = tmp_path / "eval"
     args = ["eval", "--experts", f"{experts['concise']},{experts['friendly']}", "--weights", "1,1",
             "--base", str(base), "--prompts", str(prompts), "--max-new-tokens", str(N_TOKENS),
-            "--out", str(out)]
+            "--engine", "transformers", "--out", str(out)]
     monkeypatch.setenv("SOUPS_HOME", str(tmp_path / "home"))  # fresh response cache
     done = run_cli(*args)
     assert done.code == 0, done.err
@@ -104,7 +104,8 @@ def test_eval_with_judge(eval_world, tmp_path, monkeypatch):
     with FakeOpenAI(brevity_judge) as judge:
         rep = evaluate(EvalConfig(weights=[1.0, 1.0], experts=[str(experts["concise"]), str(experts["friendly"])],
                                   out=tmp_path / "ev", base=base, prompts=prompts, baselines=("base",),
-                                  max_new_tokens=N_TOKENS, judge_url=judge.url, judge_model="fake", progress=False))
+                                  max_new_tokens=N_TOKENS, judge_url=judge.url, judge_model="fake", progress=False,
+                                  engine="transformers"))
     rows = read_jsonl(tmp_path / "ev" / "responses.jsonl")
     soup = [r["response"] for r in rows if r["system"] == "soup"]
     other = [r["response"] for r in rows if r["system"] == "base"]

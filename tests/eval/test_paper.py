@@ -46,7 +46,8 @@ def test_paper_runner(eval_world, tmp_path, monkeypatch):
     monkeypatch.setenv("SOUPS_EXPERTS_DIR", str(root))
     monkeypatch.setenv("SOUPS_HOME", str(tmp_path / "home"))
     out = tmp_path / "out"
-    md = paper.run(out, limit=2, max_new_tokens=4, grid=3, base=str(base), progress=False).read_text()
+    md = paper.run(out, limit=2, max_new_tokens=4, grid=3, base=str(base), progress=False,
+                   engine="transformers").read_text()
     lines = md.splitlines()
     combos = [ln for ln in lines if ln.startswith(("| elementary-", "| expert-"))]
     alone = [ln for ln in lines

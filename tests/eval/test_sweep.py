@@ -17,7 +17,8 @@ def test_sweep_two_experts(eval_world, tmp_path, monkeypatch):
     monkeypatch.setenv("SOUPS_HOME", str(tmp_path / "home"))
     out = tmp_path / "sweep"
     res = run_cli("sweep", "--experts", f"{experts['concise']},{experts['friendly']}", "--grid", "3",
-                  "--base", base, "--prompts", prompts, "--max-new-tokens", N_TOKENS, "--out", out)
+                  "--base", base, "--prompts", prompts, "--max-new-tokens", N_TOKENS, "--engine", "transformers",
+                  "--out", out)
     assert res.code == 0, res.err
     assert str(out / "sweep.png") in res.out
     assert_png(out / "sweep.png")
@@ -42,7 +43,7 @@ def test_sweep_three_experts_skips_unequal_linear(eval_world, tmp_path, monkeypa
 
     assert len(grid_points(3, 3)) == 6 and all(abs(sum(p) - 1) < 1e-12 for p in grid_points(3, 4))
     res = sweep(SweepConfig(experts=[str(e) for e in experts.values()], out=tmp_path / "s3", grid=3, base=base,
-                            prompts=prompts, limit=3, max_new_tokens=6, progress=False))
+                            prompts=prompts, limit=3, max_new_tokens=6, progress=False, engine="transformers"))
     assert "linear" in res["skipped"]  # ranks 4, 4, 8: the paper's averaging needs equal ranks
     assert {r["method"] for r in res["rows"]} == {"exact"} and len(res["rows"]) == 6
     assert_png(Path(res["png"]))

@@ -232,7 +232,8 @@ def test_pool_from_real_soups_of_tiny_experts(tmp_path, tiny_base):
     assert list(experts) == ["concise", "friendly"]
     with pytest.raises(AdapterError, match="no trained expert for expert"):
         find_experts(tmp_path / "experts", ["concise", "expert"])
-    gen = soup_generator(experts, tmp_path / "work", base=tiny_base, max_new_tokens=6, progress=False)
+    gen = soup_generator(experts, tmp_path / "work", base=tiny_base, max_new_tokens=6, progress=False,
+                         engine="transformers")
     soups = default_soups(experts)
     assert soups == {"concise": {"concise": 1.0}, "friendly": {"friendly": 1.0}, "base": {}}
     pool = build_pool(["Why is the sky blue?", "What is DNA?"], gen, soups, out=tmp_path / "pool.jsonl")

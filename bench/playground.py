@@ -9,7 +9,9 @@ Two measurements:
   * library: Playground.answer in this process (the rebuild of the soup in memory + generation);
   * browser: the real page in Debian's headless Chromium (Playwright): the mouse drags a slider, the
     clock starts at pointer-up and stops when the soup's text box changes (first token) and when the
-    status line reports 128 tokens (full answer). This includes Gradio's queue and streaming.
+    status line reports 128 tokens (full answer). This includes Gradio's queue and streaming. A page
+    that does not get there (an error on the page, another token count, nothing after 4 x the slowest
+    library answer, at least 60 s; --browser-timeout) ends the run with what the page shows, exit 1.
 
 Run: `make bench-playground` (= `.venv/bin/python bench/playground.py`, about 2 minutes); writes
 .bench/playground.json. Reports the load average: the machine is shared with training runs.
@@ -55,9 +57,52 @@ def library_run(pg: Playground, runs: int) -> list[dict]:
     return rows
 
 
-def browser_run(pg: Playground, runs: int) -> list[dict]:
+class PageStuck(RuntimeError):
+    """The page did not reach the state the benchmark waits for (the message says what it shows instead)."""
+
+
+# the status line after an answer: "soup: first token 0.17 s, 128 tokens in 9.84 s"; an error is a .soups-error
+STATUS_JS = """() => {
+  const s = document.querySelector('#status');
+  if (!s) return null;
+  if (s.querySelector('.soups-error')) return {error: s.innerText};
+  const m = s.innerText.match(/(\\d+) tokens in/);
+  return m ? {tokens: Number(m[1])} : null;
+}"""
+
+
+def _page_state(page, errors: list[str]) -> str:
+    """What the page shows now: the status line, the soup's answer so far, and any script errors."""
+    state = page.evaluate("""() => ({
+      status: document.querySelector('#status')?.innerText ?? '(no #status element)',
+      soup: document.querySelector('#soup-answer textarea')?.value ?? null})""")
+    soup = "no soup answer box" if state["soup"] is None else f"soup answer {len(state['soup'])} characters"
+    js = f"; page errors: {' | '.join(errors[-3:])}" if errors else ""
+    return f"status line {state['status'].strip()!r}, {soup}{js}"
+
+
+def wait_answer(page, what: str, timeout_s: float, errors: list[str]) -> None:
+    """Wait until the status line reports a finished answer of TOKENS tokens; raise PageStuck at once on an error
+    message on the page, a different token count, or after `timeout_s` (not Playwright's 300 s default)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        state = page.wait_for_function(STATUS_JS, polling=10, timeout=timeout_s * 1000).json_value()
+    except PlaywrightTimeout:
+        raise PageStuck(f"{what}: no finished answer after {timeout_s:.0f} s; the page shows "
+                        f"{_page_state(page, errors)}") from None
+    if "error" in state:
+        raise PageStuck(f"{what}: the page reports an error: {state['error'].strip()!r}")
+    if state["tokens"] != TOKENS:
+        raise PageStuck(f"{what}: the soup answered {state['tokens']} tokens, not {TOKENS} (min_new_tokens not "
+                        f"applied?); the page shows {_page_state(page, errors)}")
+
+
+def browser_run(pg: Playground, runs: int, timeout_s: float) -> list[dict]:
+    """Drag sliders in Chromium; each wait gives up after `timeout_s` with what the page shows (PageStuck)."""
     import socket
 
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     from soups.playground.app import launch
@@ -66,35 +111,44 @@ def browser_run(pg: Playground, runs: int) -> list[dict]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     demo = launch(pg, port=port, block=False)
-    rows = []
+    rows: list[dict] = []
+    errors: list[str] = []
     try:
         with sync_playwright() as p, tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
             ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
                                                        viewport={"width": 1400, "height": 1000})
-            page = ctx.new_page()
-            page.set_default_timeout(300_000)
-            page.goto(f"http://127.0.0.1:{port}/")
-            done = f"() => (document.querySelector('#status')?.innerText || '').includes('{TOKENS} tokens in')"
-            page.wait_for_function(done)
-            for name, value in MOVES[:runs]:
-                before = page.eval_on_selector("#soup-answer textarea", "e => e.value")
-                box = page.locator(f"#w-{name} input[type=range]").bounding_box()
-                y = box["y"] + box["height"] / 2
-                x0 = box["x"] + box["width"] * float(page.eval_on_selector(
-                    f"#w-{name} input[type=number]", "e => e.value")) / 2.0
-                x1 = box["x"] + min(max(box["width"] * value / 2.0, 1), box["width"] - 1)
-                page.mouse.move(x0, y)
-                page.mouse.down()
-                page.mouse.move(x1, y, steps=4)
-                t0 = time.perf_counter()
-                page.mouse.up()
-                page.wait_for_function("([b]) => document.querySelector('#soup-answer textarea').value !== b",
-                                       arg=[before], polling=10)
-                first = time.perf_counter() - t0
-                page.wait_for_function(done, polling=10)
-                rows.append({"move": f"{name}={value}", "first_token_s": first, "full_s": time.perf_counter() - t0,
-                             "status": page.inner_text("#status")})
-            ctx.close()
+            try:
+                page = ctx.pages[0] if ctx.pages else ctx.new_page()  # the context's own tab: in the foreground
+                page.set_default_timeout(timeout_s * 1000)
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(f"http://127.0.0.1:{port}/")
+                wait_answer(page, "the answer on page load", timeout_s, errors)
+                for name, value in MOVES[:runs]:
+                    before = page.eval_on_selector("#soup-answer textarea", "e => e.value")
+                    track = page.locator(f"#w-{name} input[type=range]")
+                    track.scroll_into_view_if_needed()
+                    box = track.bounding_box()
+                    y = box["y"] + box["height"] / 2
+                    x0 = box["x"] + box["width"] * float(page.eval_on_selector(
+                        f"#w-{name} input[type=number]", "e => e.value")) / 2.0
+                    x1 = box["x"] + min(max(box["width"] * value / 2.0, 1), box["width"] - 1)
+                    page.mouse.move(x0, y)
+                    page.mouse.down()
+                    page.mouse.move(x1, y, steps=4)
+                    t0 = time.perf_counter()
+                    page.mouse.up()
+                    try:
+                        page.wait_for_function("([b]) => document.querySelector('#soup-answer textarea').value !== b",
+                                               arg=[before], polling=10, timeout=timeout_s * 1000)
+                    except PlaywrightTimeout:
+                        raise PageStuck(f"slider {name}={value}: the soup's answer did not change after "
+                                        f"{timeout_s:.0f} s; the page shows {_page_state(page, errors)}") from None
+                    first = time.perf_counter() - t0
+                    wait_answer(page, f"slider {name}={value}", timeout_s, errors)
+                    rows.append({"move": f"{name}={value}", "first_token_s": first,
+                                 "full_s": time.perf_counter() - t0, "status": page.inner_text("#status")})
+            finally:
+                ctx.close()
     finally:
         demo.close()
     return rows
@@ -110,6 +164,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5, help="slider changes per measurement (at most 6 in the browser)")
     ap.add_argument("--no-browser", action="store_true", help="library measurement only")
     ap.add_argument("--out", type=Path, default=Path(".bench/playground.json"))
+    ap.add_argument("--browser-timeout", type=float, default=None,
+                    help="seconds the page may take to reach each expected state (default: 4 x the slowest library "
+                         "answer, at least 60)")
     args = ap.parse_args()
 
     import torch
@@ -121,10 +178,17 @@ def main() -> int:
     startup = time.perf_counter() - t
     list(pg.answer(PROMPT, Settings((1.0, 1.0, 1.0))))  # warm-up; caches the base's answer
     lib = library_run(pg, args.runs)
-    web = [] if args.no_browser or not Path(CHROMIUM).is_file() else browser_run(pg, min(args.runs, len(MOVES)))
+    web, failed = [], None
+    if not args.no_browser and Path(CHROMIUM).is_file():
+        # a page that never reaches the expected state fails after a few library answers' time, not 300 s
+        timeout_s = args.browser_timeout or max(60.0, 4 * max(r["full_s"] for r in lib))
+        try:
+            web = browser_run(pg, min(args.runs, len(MOVES)), timeout_s)
+        except PageStuck as e:
+            failed = f"browser measurement failed: {e}"
     load1 = os.getloadavg()
     result = {"tokens": TOKENS, "threads": torch.get_num_threads(), "startup_s": startup, "library": lib,
-              "browser": web, "loadavg_before": load0, "loadavg_after": load1}
+              "browser": web, "browser_error": failed, "loadavg_before": load0, "loadavg_after": load1}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -138,6 +202,9 @@ def main() -> int:
     if web:
         print(f"| browser (Chromium, pointer-up to text on the page) | {summary(web, 'first_token_s')} | "
               f"{summary(web, 'full_s')} | < 2 / < 8 |")
+    if failed:
+        print(failed, file=sys.stderr)
+        return 1
     ok = all(r["first_token_s"] < 2 and r["full_s"] < 8 for r in (web or lib))
     print("targets met" if ok else "targets NOT met (see the load average)")
     return 0

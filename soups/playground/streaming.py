@@ -104,7 +104,16 @@ class Answerer:
                 t.join()
             self._job = None
 
-    def _start(self, models: Mapping[str, object], enc, max_new_tokens: int, min_new_tokens: int) -> _Job:
+    def _stop_ids(self, model) -> list[int]:
+        """Token ids that end an answer under min_new_tokens: the model's EOS and every special token. They are
+        all held back until min_new_tokens visible tokens are out (EOS alone would let a soup that wants to stop
+        write <|endoftext|> or <|im_start|> instead, tokens the text and the token count skip)."""
+        eos = model.generation_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        return sorted(set(eos) | set(self.tokenizer.all_special_ids))
+
+    def _start(self, models: Mapping[str, object], encs: Mapping[str, object], max_new_tokens: int,
+               min_new_tokens: int) -> _Job:
         import torch
 
         with self._start_lock:
@@ -115,12 +124,13 @@ class Answerer:
             def work(key, model):
                 try:
                     torch.set_num_threads(threads)
+                    stop = {"eos_token_id": self._stop_ids(model)} if min_new_tokens else {}
                     with torch.inference_mode():
                         model.generate(
-                            **enc, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
+                            **encs[key], max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
                             do_sample=False, temperature=None, top_p=None, top_k=None,
                             pad_token_id=self.tokenizer.pad_token_id, streamer=_streamer(key, job.queue),
-                            stopping_criteria=_stopper(job.stop),
+                            stopping_criteria=_stopper(job.stop), **stop,
                         )
                 except Exception as e:  # noqa: BLE001 - reported to the page by the consumer
                     log.exception("generation with %s failed", key)
@@ -135,9 +145,12 @@ class Answerer:
             return job
 
     def start(self, models: Mapping[str, object], prompt: str, *, max_new_tokens: int = 128,
-              min_new_tokens: int = 0, system: str | None = None) -> _Job:
-        """Stop the running job, then start generating `prompt` with each model; read it with `updates(job)`."""
-        return self._start(models, self.chat_ids(prompt, system), max_new_tokens, min_new_tokens)
+              min_new_tokens: int = 0, system: str | None = None, prompts: Mapping[str, str] | None = None) -> _Job:
+        """Stop the running job, then start generating `prompt` with each model (or the model's own prompt in
+        `prompts`, by key); read it with `updates(job)`."""
+        prompts = prompts or {}
+        encs = {key: self.chat_ids(prompts.get(key, prompt), system) for key in models}
+        return self._start(models, encs, max_new_tokens, min_new_tokens)
 
     def updates(self, job: _Job) -> Iterator[Update]:
         """Yield an Update after new tokens of any model until all are done (or a newer job preempts this one)."""

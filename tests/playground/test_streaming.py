@@ -53,3 +53,27 @@ def test_bad_prompts(playground):
     for prompt, words in (("  ", "prompt is empty"), ("x" * 5000, "characters")):
         with pytest.raises(ConfigError, match=words):
             next(playground.answer(prompt, Settings((1.0, 0.0, 0.0))))
+
+
+def test_min_new_tokens_counts_visible_tokens(pg_world):
+    """A model that would rather write <|endoftext|> / <|im_start|> than EOS: min_new_tokens still gives that many
+    visible tokens (every special token is held back, not only EOS), as the benchmark's 128-token answers need."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from soups.playground.streaming import Answerer
+
+    base_dir, _ = pg_world
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    eos = model.generation_config.eos_token_id
+    others = [t for t in tok.all_special_ids if t != eos]
+    assert others  # SmolLM2's tokenizer: <|endoftext|> and <|im_start|> besides EOS <|im_end|>
+    bias = torch.zeros(model.config.vocab_size)
+    bias[others] = 1e4  # the model always wants a special token that is not EOS
+    model.lm_head.register_forward_hook(lambda m, i, out: out + bias)
+    answerer = Answerer(tok, threads=1)
+    forced = list(answerer.stream({"m": model}, "Hi", max_new_tokens=6, min_new_tokens=6))[-1]
+    assert forced.tokens["m"] == 6 and forced.texts["m"]
+    free = list(answerer.stream({"m": model}, "Hi", max_new_tokens=6))[-1]
+    assert free.tokens["m"] == 0  # unforced: only special tokens, none of them visible

@@ -25,7 +25,8 @@ INTRO = (
     "# soups playground\n"
     "Move a slider: the soup (the experts' LoRA deltas summed by your weights, rebuilt in memory) answers again, "
     "next to the base model. Bars: held-out scores per dimension (bold: the ones your soup declares). "
-    "**Find my weights** asks you to pick the better of two answers a few times and sets the sliders; "
+    "Tick **statements** to ask the soup as the paper does: its dimensions' preference statements appended to "
+    "the prompt. **Find my weights** asks you to pick the better of two answers a few times and sets the sliders; "
     "**Export** gives the recipe and the `soups merge` command."
 )
 
@@ -55,7 +56,7 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
     import gradio as gr
 
     from soups.playground.ask_flow import AskSession
-    from soups.playground.export import answers_jsonl, merge_command, recipe_yaml
+    from soups.playground.export import answers_jsonl, generate_command, merge_command, recipe_yaml
 
     slots = pg.slots
     n = len(slots)
@@ -64,14 +65,15 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
     methods = _page_methods()
 
     def settings_of(values) -> Settings:
-        w, (normalize, method, rank) = values[:n], values[n:]
+        w, (normalize, method, rank, statements) = values[:n], values[n:]
         return Settings(tuple(float(v) if s.ok else 0.0 for v, s in zip(w, slots)), bool(normalize), str(method),
-                        int(rank) if rank else None)
+                        int(rank) if rank else None, bool(statements))
 
-    def soup_line(state) -> str:
+    def soup_line(state, said: list[str]) -> str:
         mix = " · ".join(f"{k} {v:.2f}" for k, v in state.weights.items())
         ms = 1000 * state.seconds
-        return f"soup: {state.method}, adapter rank {state.rank}: {mix} (rebuilt in memory in {ms:.0f} ms)"
+        line = f"soup: {state.method}, adapter rank {state.rank}: {mix} (rebuilt in memory in {ms:.0f} ms)"
+        return line + (f"\n\nasked with its statements: *{' '.join(said)}*" if said else "")
 
     def declared(settings: Settings) -> set[str]:
         return {s.dimension for s, w in zip(slots, settings.weights) if s.ok and w != 0}
@@ -86,6 +88,7 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
         try:
             settings = settings_of(values)
             dims = declared(settings)
+            said = pg.statements(settings) if settings.statements else []
             last_scores = 0.0
             base_bars = soup_bars = gr.update()
             update = None
@@ -99,7 +102,7 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
                     soup_bars = scores_html(pg.scores(update.texts["soup"]), dims)
                 busy = status_html("answering…") if not all(update.done.values()) else gr.update()
                 yield (update.texts["base"], update.texts["soup"], base_bars, soup_bars, busy,
-                       soup_line(pg.soup.state))
+                       soup_line(pg.soup.state, said))
             if update is not None:
                 took = f"soup: first token {update.first_token_s.get('soup', 0):.2f} s, " \
                        f"{update.tokens['soup']} tokens in {update.elapsed:.2f} s"
@@ -154,22 +157,25 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
 
     def export(session, *values):
         try:
-            soup = pg.soup_spec(settings_of(values))
-            yaml_text, command = recipe_yaml(soup), merge_command(soup)
+            settings = settings_of(values)
+            soup = pg.soup_spec(settings)
+            yaml_text, command = recipe_yaml(soup, settings.statements), merge_command(soup)
+            ask = generate_command(statements=settings.statements)
         except SoupsError as e:
-            return gr.update(), gr.update(), gr.update(), status_html(_message(e), error=True)
+            return gr.update(), gr.update(), gr.update(), gr.update(), status_html(_message(e), error=True)
         folder = Path(tempfile.mkdtemp(prefix="soups-playground-export-"))
         files = [folder / "recipe.yaml"]
         files[0].write_text(yaml_text)
-        (folder / "merge_command.txt").write_text(command + "\n")
-        files.append(folder / "merge_command.txt")
+        for name, text in (("merge_command.txt", command), ("generate_command.txt", ask)):
+            (folder / name).write_text(text + "\n")
+            files.append(folder / name)
         if pg.history:
             (folder / "answers.jsonl").write_text(answers_jsonl(pg.history))
             files.append(folder / "answers.jsonl")
         if session is not None and session.records:
             (folder / "choices.jsonl").write_text(answers_jsonl(session.records))
             files.append(folder / "choices.jsonl")
-        return yaml_text, command, [str(f) for f in files], status_html(f"exported {len(files)} files")
+        return yaml_text, command, ask, [str(f) for f in files], status_html(f"exported {len(files)} files")
 
     with gr.Blocks(title="soups playground", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
@@ -189,6 +195,9 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
                                   info=" · ".join(f"{k}: {v}" for k, v in methods.items()))
                 rank = gr.Slider(1, max_rank, value=min(8, max_rank), step=1, label="rank", visible=False,
                                  elem_id="rank")
+                statements = gr.Checkbox(False, label="statements", elem_id="statements",
+                                         info="ask the soup with the preference statements of its dimensions "
+                                              "(weight > 0) appended to the prompt, as the paper does")
                 soup_info = gr.Markdown(elem_id="soup-info")
             with gr.Column(scale=3):
                 prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", lines=2, elem_id="prompt")
@@ -225,9 +234,11 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
                                      elem_id="recipe-yaml")
                 command_box = gr.Textbox(label="soups merge command", interactive=False, elem_id="merge-command",
                                          buttons=["copy"])
+                generate_box = gr.Textbox(label="then ask it (soups generate; --statements when ticked)",
+                                          interactive=False, elem_id="generate-command", buttons=["copy"])
                 downloads = gr.File(label="downloads", file_count="multiple", interactive=False,
                                     elem_id="downloads")
-        controls = [*sliders, normalize, method, rank]
+        controls = [*sliders, normalize, method, rank, statements]
         outputs = [base_box, soup_box, base_bars, soup_bars, status, soup_info]
         run_kw = dict(fn=run, inputs=[prompt, *controls], outputs=outputs, show_progress="hidden",
                       concurrency_limit=None, trigger_mode="always_last")
@@ -238,6 +249,7 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
             s.release(**run_kw)
         rank.release(**run_kw)
         normalize.input(**run_kw)
+        statements.input(**run_kw)
         method.input(lambda m: gr.update(visible=_takes_rank(m)), inputs=method, outputs=rank,
                      show_progress="hidden").then(**run_kw)
 
@@ -250,8 +262,8 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
                                   *sliders], show_progress="hidden").then(
                 run_if_moved, inputs=[moved, prompt, *controls], outputs=outputs, show_progress="hidden",
                 concurrency_limit=None)
-        export_go.click(export, inputs=[ask_state, *controls], outputs=[recipe_box, command_box, downloads, status],
-                        show_progress="hidden")
+        export_go.click(export, inputs=[ask_state, *controls],
+                        outputs=[recipe_box, command_box, generate_box, downloads, status], show_progress="hidden")
     return demo
 
 

@@ -23,12 +23,14 @@ MAX_HISTORY = 200
 
 @dataclass(frozen=True)
 class Settings:
-    """The sliders: one weight per expert slot, normalize, method, and the method's parameters (svd's rank)."""
+    """The sliders: one weight per expert slot, normalize, method, and the method's parameters (svd's rank);
+    `statements`: the soup answers with its preference statements appended to the prompt (the paper's inference)."""
 
     weights: tuple[float, ...]
     normalize: bool = True
     method: str = "exact"
     rank: int | None = None
+    statements: bool = False
 
     def params(self) -> dict:
         """The method's parameters the page offers (a rank, for methods that take one)."""
@@ -38,6 +40,7 @@ class Settings:
         return {"rank": self.rank} if "rank" in fields and self.rank is not None else {}
 
     def key(self) -> tuple:
+        """What the soup's weights depend on (not `statements`: that changes the prompt, not the soup)."""
         return (self.weights, self.normalize, self.method, tuple(sorted(self.params().items())))
 
 
@@ -107,6 +110,17 @@ class Playground:
                 continue
         return out
 
+    def statements(self, settings: Settings) -> list[str]:
+        """The preference statements of the dimensions with a weight > 0, in slider order (each dimension once), as
+        `soups generate --statements` reads them from the soup's soup.json (soups.merge.provenance.statements)."""
+        from soups.dimensions import load_dimension
+
+        dims = dict.fromkeys(s.dimension for s, w in zip(self.slots, settings.weights) if s.ok and w > 0)
+        try:
+            return [load_dimension(d).statement for d in dims]
+        except ConfigError as e:
+            raise ConfigError(f"statements: {e}; untick “statements” to answer without them") from None
+
     # -- the soup ----------------------------------------------------------------------------
     def soup_spec(self, settings: Settings, format: str = "full"):
         """The settings as a soup (soups.recipe.Soup) over the loaded experts: what `soups merge` would build."""
@@ -141,21 +155,27 @@ class Playground:
                min_new_tokens: int | None = None) -> Iterator:
         """Rebuild the soup for `settings` and stream answers (soups.playground.streaming.Update).
 
-        The base's answer to a prompt is cached; it is generated again only when missing or `fresh_base`.
+        With `settings.statements` the soup is asked `with_statements(prompt, self.statements(settings))` (the
+        base, the plain prompt). The base's answer to a prompt is cached; it is generated again only when missing
+        or `fresh_base`.
         """
+        from soups.prompts import with_statements
+
         prompt = (prompt or "").strip()
         if not prompt:
             raise ConfigError("the prompt is empty: type a question first")
         if len(prompt) > MAX_PROMPT_CHARS:
             raise ConfigError(f"the prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS}")
         min_new_tokens = self.min_new_tokens if min_new_tokens is None else min_new_tokens
+        said = self.statements(settings) if settings.statements else []
+        asked = {"base": prompt, "soup": with_statements(prompt, said)}
         with self._lock:  # one soup at a time: stop the running answer before the weights change under it
             self.answerer.stop()
             state = self.rebuild(settings)
             base_key = (prompt, self.max_new_tokens, min_new_tokens)
             cached = None if fresh_base else self._base_cache.get(base_key)
             models = {"soup": self.soup.model} if cached is not None else {"base": self.base, "soup": self.soup.model}
-            job = self.answerer.start(models, prompt, max_new_tokens=self.max_new_tokens,
+            job = self.answerer.start(models, prompt, prompts=asked, max_new_tokens=self.max_new_tokens,
                                       min_new_tokens=min_new_tokens)
         update = None
         for update in self.answerer.updates(job):
@@ -164,15 +184,18 @@ class Playground:
             yield update
         if update is not None and not update.preempted:
             self._base_cache[base_key] = update.texts["base"]
-            self._record(prompt, settings, state, update.texts)
+            self._record(prompt, asked, said, settings, state, update.texts)
 
-    def _record(self, prompt: str, settings: Settings, state, texts: dict[str, str]) -> None:
-        """Keep the finished answers for the JSONL export (the most recent MAX_HISTORY)."""
+    def _record(self, prompt: str, asked: dict[str, str], said: list[str], settings: Settings, state,
+                texts: dict[str, str]) -> None:
+        """Keep the finished answers for the JSONL export (the most recent MAX_HISTORY); `user_message`: what each
+        system was asked (the soup's ends with its `statements` when the box is ticked)."""
         common = {"weights": dict(state.weights), "weights_raw": dict(zip((s.name for s in self.slots),
                                                                           settings.weights)),
                   "method": settings.method, "normalize": settings.normalize, **settings.params(),
                   "max_new_tokens": self.max_new_tokens, "base": self.base_spec}
         for system in ("base", "soup"):
-            self.history.append({"prompt": prompt, "system": system, "response": texts[system],
+            self.history.append({"prompt": prompt, "system": system, "user_message": asked[system],
+                                 "statements": said if system == "soup" else [], "response": texts[system],
                                  "scores": self.scores(texts[system]), **common})
         del self.history[:-MAX_HISTORY]

@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from soups.config import experts_dir
 
@@ -103,7 +104,9 @@ def _slider(page, name: str) -> float:
 
 def _drag(page, name: str, value: float, maximum: float = 2.0) -> None:
     """Drag the slider's thumb with the mouse (pointer down, moves, up) to `value`, as a person does."""
-    box = page.locator(f"#w-{name} input[type=range]").bounding_box()
+    track = page.locator(f"#w-{name} input[type=range]")
+    track.scroll_into_view_if_needed()  # a click further down (the downloads) may have scrolled it away
+    box = track.bounding_box()
     y = box["y"] + box["height"] / 2
     x0 = box["x"] + box["width"] * _slider(page, name) / maximum
     x1 = box["x"] + min(max(box["width"] * value / maximum, 1), box["width"] - 1)
@@ -153,8 +156,21 @@ def test_playground_in_a_browser(app, page, diagnose, tmp_path):
     assert [_slider(page, n) for n in ("concise", "friendly", "expert", "elementary")] == [0, 1, 0, 0]
     page.wait_for_function("() => document.querySelector('#soup-info').innerText.includes('friendly 1.00')")
     _answered(page, after=soup0)
-    assert _text(page, "soup-answer") != soup0
+    soup1 = _text(page, "soup-answer")
+    assert soup1 != soup0
     assert _text(page, "base-answer") == base0
+
+    # "statements": the soup is asked with friendly's preference statement appended (from its dimension file)
+    statement = yaml.safe_load((experts_dir() / "friendly.yaml").read_text())["statement"]
+    assert not page.is_checked("#statements input[type=checkbox]")  # off by default
+    page.click("#statements input[type=checkbox]")
+    _answered(page, after=soup1)
+    assert _text(page, "soup-answer") != soup1 and _text(page, "base-answer") == base0
+    assert statement in page.inner_text("#soup-info")
+    page.click("#statements input[type=checkbox]")  # off again: the same soup answers the plain prompt again
+    page.wait_for_function("() => !document.querySelector('#soup-info').innerText.includes('statements')")
+    _answered(page)  # the soup line changes with the new answer's first update, so this is the new answer's end
+    assert _text(page, "soup-answer") == soup1
 
     # bad input is a message on the page
     page.fill("#prompt textarea", "   ")
@@ -182,6 +198,8 @@ def test_playground_in_a_browser(app, page, diagnose, tmp_path):
     page.click("#export")
     page.wait_for_function("() => document.querySelector('#merge-command textarea').value.startsWith('soups merge')")
     command = _text(page, "merge-command")
+    assert _text(page, "generate-command") == \
+        "soups generate --soup my_soup --prompts heldout --out my_soup_answers.jsonl"  # statements unticked
     with page.expect_download() as dl:
         page.locator('#downloads a[href*="recipe.yaml"]').first.click()
     recipe = tmp_path / "recipe.yaml"

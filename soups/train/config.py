@@ -44,7 +44,8 @@ class WarmStart(BaseModel):
     finished_only: bool = Field(True, description="keep only answers that ended (EOS) before max_new_tokens")
     gen_batch: int = Field(48, gt=0, description="prompts per generation batch")
     engine: Literal["auto", "vllm", "transformers"] = Field(
-        "auto", description="what samples the candidates: vllm (about 10x faster on CPU) when installed, else transformers")
+        "auto", description="what samples the candidates: vllm (about 10x faster on CPU) when installed, "
+                            "else transformers")
     epochs: int = Field(2, gt=0, description="passes over the kept answers")
     learning_rate: float = Field(3e-4, gt=0)
     batch_size: int = Field(8, gt=0, description="answers per optimizer step")

@@ -249,7 +249,8 @@ class ExpertRecipe:
             "picked_reward_mean": round(sum(d["reward"] for d in data) / len(data), 4),
             "candidate_reward_mean": round(sum(d["mean_reward"] for d in data) / len(data), 4),
             "epochs": history, "heldout_reward": bootstrap_ci(heldout["rewards"]),
-            "samples": heldout["samples"], "engine": engine, "generate_time_s": round(t1 - t0, 1), "train_time_s": round(t2 - t1, 1),
+            "samples": heldout["samples"], "engine": engine, "generate_time_s": round(t1 - t0, 1),
+            "train_time_s": round(t2 - t1, 1),
         }
         self.stages.append(stage)
         self.warm = heldout

@@ -1,8 +1,8 @@
 """Warm-start candidates through vLLM (soups/train/warmstart_vllm.py), on a tiny float32 model.
 
 Reference: transformers' own greedy generation of the same chat-templated, statement-carrying prompts.
-At a temperature of 1e-4 vLLM's samples from a confident model are the greedy answer, so every sample must equal it, and a
-sample is "finished" exactly when the greedy continuation reached EOS. Resume: rows already in the
+At a temperature of 1e-4 vLLM's samples from a confident model are the greedy answer, so every sample must
+equal it, and a sample is "finished" exactly when the greedy continuation reached EOS. Resume: rows already in the
 file (after a torn last line) are kept and not sampled again.
 """
 

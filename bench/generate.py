@@ -4,13 +4,16 @@ Why: eval, sweep, build-pool and the demo spend most of their time generating; t
 should be the fastest one that is still correct, and that is a measurement, not a guess.
 
 What: 64 held-out prompts, greedy, up to 256 new tokens each, through soups' own code paths: `ChatGenerator`
-(transformers, batches of 8 as soups runs it) in float32, in float32 under bf16 autocast, and in bfloat16; and
-`generate_vllm` (vLLM's CPU build, all prompts at once) in float32 and bfloat16. Each configuration runs in a fresh
-process; load (model load, or vLLM engine start) and generation are timed separately inside it, and the process's
-peak RssAnon is sampled from outside. tokens/s = generated tokens (the responses re-tokenized) / generation
-seconds; "end to end" includes the load. Correctness: every configuration's responses against the float32
-transformers reference (identical responses, and the mean share of the reference's tokens up to the first
-difference). The default row says which configuration `soups` picks on this machine.
+(transformers, batches of 8 as soups runs it) in float32, in float32 under bf16 autocast, and in bfloat16;
+`VllmGenerator` (one vLLM CPU engine, all prompts at once: what eval, sweep and make eval run) in float32 and
+bfloat16; and with a shipped expert (experts/expert: r 8, all seven projections): transformers + PEFT in
+float32 (the expert's reference), the expert swapped into VllmGenerator's weights (float32 and bfloat16), and the
+expert served by vLLM's own LoRA kernels (`generate_vllm`, bfloat16). Each configuration runs in a fresh process;
+load (model load or vLLM engine start, plus the swap) and generation are timed separately inside it, and the
+process's peak RssAnon is sampled from outside. tokens/s = generated tokens (the responses re-tokenized) /
+generation seconds; "end to end" includes the load. Correctness: every configuration's responses against its
+float32 transformers reference (the base's, or the expert's through PEFT): identical responses, and the mean
+share of the reference's tokens up to the first difference. The last lines say what `soups` picks here.
 
 Launch: `make bench-generate`, or
     .venv/bin/python bench/generate.py [--prompts 64] [--new-tokens 256] [--only "vLLM bfloat16"]
@@ -34,32 +37,46 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench.merge import PY, WORK, timed  # noqa: E402
 
 REFERENCE = "transformers float32"
+EXPERT_REFERENCE = "transformers float32, expert (PEFT)"
+EXPERT = "expert"  # a shipped expert (the expert-level dimension: long answers): r 8, all seven projections
 CONFIGS = {
     REFERENCE: dict(engine="transformers", dtype="float32"),
     "transformers bf16 autocast": dict(engine="transformers", dtype="float32", autocast=True),
     "transformers bfloat16": dict(engine="transformers", dtype="bfloat16"),
     "vLLM float32": dict(engine="vllm", dtype="float32"),
     "vLLM bfloat16": dict(engine="vllm", dtype="bfloat16"),
+    EXPERT_REFERENCE: dict(engine="transformers", dtype="float32", expert=True),
+    "vLLM float32, expert swapped in": dict(engine="vllm", dtype="float32", expert=True),
+    "vLLM bfloat16, expert swapped in": dict(engine="vllm", dtype="bfloat16", expert=True),
+    "vLLM bfloat16, expert as vLLM LoRA": dict(engine="lora", dtype="bfloat16", expert=True),
 }
 BATCH = 8  # soups' default batch size (transformers)
 
 
 def worker(name: str, n_prompts: int, new_tokens: int, out: Path) -> None:
-    """One configuration, in this process: time the load and the generation, write the responses."""
+    """One configuration, in this process: time the load (and swap) and the generation, write the responses."""
     import torch
 
     from soups.base import resolve_base
+    from soups.config import experts_dir
     from soups.prompts import load_prompts
 
     cfg = CONFIGS[name]
     base = resolve_base("default")
+    expert = experts_dir() / EXPERT if cfg.get("expert") else None
     prompts = (load_prompts("heldout") * 2)[:n_prompts]
+    swap = None  # vLLM's LoRA path loads the adapter with the engine
     t0 = time.perf_counter()
-    if cfg["engine"] == "transformers":
-        from soups.eval.generate import ChatGenerator
-
-        gen = ChatGenerator(base, dtype=cfg["dtype"])
+    if cfg["engine"] in ("transformers", "vllm"):
+        if cfg["engine"] == "transformers":
+            from soups.eval.generate import ChatGenerator as Generator
+        else:
+            from soups.eval.vllm_engine import VllmGenerator as Generator
+        gen = Generator(base, dtype=cfg["dtype"])
+        ts = time.perf_counter()
+        gen.set_adapter(expert)
         t1 = time.perf_counter()
+        swap = t1 - ts
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.get("autocast", False)):
             responses = gen.generate(prompts, max_new_tokens=new_tokens, batch_size=BATCH, progress=False)
         tok = gen.tokenizer
@@ -75,15 +92,19 @@ def worker(name: str, n_prompts: int, new_tokens: int, out: Path) -> None:
             started["s"] = time.perf_counter()
 
         vllm.LLM.__init__ = timed_init
-        responses = generate_vllm(base, prompts, max_new_tokens=new_tokens, dtype=cfg["dtype"])
+        responses = generate_vllm(base, prompts, adapter=expert, max_new_tokens=new_tokens, dtype=cfg["dtype"])
         t1 = started["s"]
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(base)
     t2 = time.perf_counter()
     tokens = [tok(r, add_special_tokens=False)["input_ids"] for r in responses]
-    result = dict(load_s=t1 - t0, gen_s=t2 - t1, tokens=tokens, threads=torch.get_num_threads())
+    result = dict(load_s=t1 - t0, swap_s=swap, gen_s=t2 - t1, tokens=tokens, threads=torch.get_num_threads())
     out.write_text(json.dumps(result))
+
+
+def _swap(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.2f}"
 
 
 def common_share(ref: list[int], got: list[int]) -> float:
@@ -107,70 +128,56 @@ def main() -> None:
     if args.worker:
         return worker(args.worker, args.prompts, args.new_tokens, args.out)
 
-    from soups.eval.generate import default_dtype
+    from soups.eval.generate import default_dtype, resolve_engine
 
-    names = [n for n in CONFIGS if not args.only or n in args.only or n == REFERENCE]
+    picked = [n for n in CONFIGS if not args.only or n in args.only]
+    refs = [REFERENCE] + ([EXPERT_REFERENCE] if any(CONFIGS[n].get("expert") for n in picked) else [])
+    names = [n for n in CONFIGS if n in picked or n in refs]
     WORK.mkdir(exist_ok=True)
     rows: dict[str, dict] = {}
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(dir=WORK) as tmp:
         for name in names:
             out = Path(tmp) / "out.json"
-            cmd = [
-                PY,
-                __file__,
-                "--worker",
-                name,
-                "--prompts",
-                str(args.prompts),
-                "--new-tokens",
-                str(args.new_tokens),
-                "--out",
-                str(out),
-            ]
+            cmd = [PY, __file__, "--worker", name, "--prompts", str(args.prompts), "--new-tokens",
+                   str(args.new_tokens), "--out", str(out)]
             wall, peak = timed(cmd)
             r = json.loads(out.read_text())
             r.update(wall_s=wall, peak=peak, n=sum(len(t) for t in r["tokens"]))
             rows[name] = r
             print(f"  {name}: {r['n']} tokens in {r['gen_s']:.1f} s (+ {r['load_s']:.1f} s load)", flush=True)
-    ref = rows[REFERENCE]["tokens"]
     print(
         f"\n{args.prompts} held-out prompts x up to {args.new_tokens} new tokens, greedy, embedded base "
-        f"(SmolLM2-135M-Instruct); machine: {os.cpu_count()} CPUs, load average {load0:.1f} -> "
+        f"(SmolLM2-135M-Instruct), expert {EXPERT}; machine: {os.cpu_count()} CPUs, load average {load0:.1f} -> "
         f"{os.getloadavg()[0]:.1f}"
     )
     head = (
-        f"{'configuration':<28} {'tokens':>7} {'load s':>7} {'gen s':>7} {'tok/s':>7} {'e2e tok/s':>9} "
-        f"{'vs fp32':>7} {'threads':>7} {'RssAnon MB':>10} {'same as fp32':>12} {'common prefix':>13}"
+        f"{'configuration':<36} {'tokens':>7} {'load s':>7} {'swap s':>6} {'gen s':>7} {'tok/s':>7} {'e2e tok/s':>9} "
+        f"{'vs fp32':>7} {'threads':>7} {'RssAnon MB':>10} {'same as ref':>11} {'common prefix':>13}"
     )
     print(head)
     base_rate = rows[REFERENCE]["n"] / rows[REFERENCE]["gen_s"]
     summary = {}
     for name, r in rows.items():
+        reference = EXPERT_REFERENCE if CONFIGS[name].get("expert") else REFERENCE
+        ref = rows[reference]["tokens"]
         rate = r["n"] / r["gen_s"]
         same = sum(a == b for a, b in zip(ref, r["tokens"]))
         share = sum(common_share(a, b) for a, b in zip(ref, r["tokens"])) / len(ref)
         e2e = r["n"] / (r["gen_s"] + r["load_s"])
         print(
-            f"{name:<28} {r['n']:>7} {r['load_s']:>7.1f} {r['gen_s']:>7.1f} {rate:>7.1f} {e2e:>9.1f} "
-            f"{rate / base_rate:>6.2f}x {r['threads']:>7} {r['peak'] / 1e6:>10.0f} {same:>9}/{len(ref)} "
-            f"{share:>12.0%}"
+            f"{name:<36} {r['n']:>7} {r['load_s']:>7.1f} {_swap(r['swap_s']):>6} {r['gen_s']:>7.1f} {rate:>7.1f} "
+            f"{e2e:>9.1f} {rate / base_rate:>6.2f}x {r['threads']:>7} {r['peak'] / 1e6:>10.0f} "
+            f"{same:>8}/{len(ref)} {share:>12.0%}"
         )
-        summary[name] = dict(
-            tokens=r["n"],
-            load_s=r["load_s"],
-            gen_s=r["gen_s"],
-            tok_s=rate,
-            e2e_tok_s=e2e,
-            threads=r["threads"],
-            peak_rss_anon=r["peak"],
-            same=same,
-            common_prefix=share,
-        )
+        summary[name] = dict(tokens=r["n"], load_s=r["load_s"], swap_s=r["swap_s"], gen_s=r["gen_s"], tok_s=rate,
+                             e2e_tok_s=e2e, threads=r["threads"], peak_rss_anon=r["peak"], reference=reference,
+                             same=same, common_prefix=share)
     from soups.base import resolve_base
 
     default = default_dtype("cpu", resolve_base("default"))
-    print(f"\nsoups' default transformers dtype for the embedded base on this machine: {default}")
+    print(f"\nsoups' defaults for the embedded base on this machine: engine {resolve_engine('auto')} "
+          f"(eval, sweep, make eval, build-pool), dtype {default}")
     (WORK / "generate.json").write_text(json.dumps({"rows": summary, "load": [load0, os.getloadavg()[0]]}, indent=2))
 
 

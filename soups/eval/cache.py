@@ -3,7 +3,9 @@ the prompting baseline and each expert once, and a re-run of `make eval` only sc
 
 The key hashes what determines the responses: the model's identity (adapter files by content; a
 full model directory by its weight files' names, sizes and mtimes), the system prompt, the
-prompts, and the generation settings. Entries are JSON files written atomically.
+prompts, and the generation settings, among them the *resolved* engine and dtype (`vllm`/`bfloat16`, not
+`auto`/None: soups.eval.evaluate.generate_systems), so answers of different engines or dtypes never mix.
+Entries are JSON files written atomically.
 """
 
 from __future__ import annotations

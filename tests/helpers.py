@@ -142,6 +142,19 @@ def sharpen(src: Path, out: Path, factor: float = 6.0) -> Path:
     return Path(out)
 
 
+def require_vllm() -> None:
+    """Skip a test when vLLM is not installed, except under CI (`make test` installs it): there, fail."""
+    import importlib.util
+    import os
+
+    import pytest
+
+    if importlib.util.find_spec("vllm") is None:
+        if os.environ.get("CI"):
+            raise AssertionError("vLLM is not installed; `make test` installs it (make install-vllm)")
+        pytest.skip("vLLM not installed (make install-vllm)")
+
+
 def set_norms(model_dir: Path, value: float = 1.0, dtype: str = "float32", only: str = "norm.weight") -> Path:
     """Set the RMSNorm weights (names ending in `only`) to `value`, in place.
 

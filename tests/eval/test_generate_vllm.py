@@ -9,21 +9,12 @@ import sys
 
 import pytest
 
-from tests.helpers import make_lora_expert, make_tiny_llama
-
-
-def _vllm_or_skip():
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("vLLM not installed (make install-vllm)")
+from tests.helpers import make_lora_expert, make_tiny_llama, require_vllm
 
 
 @pytest.mark.slow
 def test_generate_vllm_engine_matches_transformers(tmp_path, default_base):
-    _vllm_or_skip()
+    require_vllm()
     base = make_tiny_llama(tmp_path / "base", hidden=128, layers=2, tokenizer_from=default_base)
     expert = make_lora_expert(base, tmp_path / "e", r=4, seed=3)
     prompts = tmp_path / "p.jsonl"

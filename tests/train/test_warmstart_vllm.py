@@ -16,20 +16,11 @@ import torch
 from soups.errors import ConfigError
 from soups.train import warmstart_vllm
 from soups.train.config import WarmStart
-from tests.helpers import make_tiny_llama
+from tests.helpers import make_tiny_llama, require_vllm, set_norms
 
 STATEMENT = "Generate a response that is concise."
 PROMPTS = ["Hello there", "Why is the sky blue?", "Name a colour.", "What is two plus two?", "Say hi.",
            "Tell me a story."]
-
-
-def _vllm_or_skip():
-    import os
-
-    if not warmstart_vllm.available():
-        if os.environ.get("CI"):
-            raise AssertionError("vLLM is not installed; `make test` installs it")
-        pytest.skip("vLLM not installed (make install-vllm)")
 
 
 def _greedy(base, prompts, new_tokens):
@@ -53,14 +44,10 @@ def _greedy(base, prompts, new_tokens):
 
 @pytest.mark.slow
 def test_vllm_candidates_equal_greedy_reference_and_resume(tmp_path, default_base, monkeypatch):
-    _vllm_or_skip()
+    require_vllm()
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-    from safetensors.torch import load_file, save_file
-
     base = make_tiny_llama(tmp_path / "base", hidden=128, layers=2, tokenizer_from=default_base)
-    sd = load_file(base / "model.safetensors")
-    sd["model.norm.weight"].fill_(4.0)  # a confident head (logits std ~1.6): temperature 1e-4 is then greedy
-    save_file(sd, base / "model.safetensors", metadata={"format": "pt"})
+    set_norms(base, 4.0, only="model.norm.weight")  # a confident head: temperature 1e-4 is then greedy
     ws = WarmStart(samples=2, temperature=1e-4, max_new_tokens=12, gen_batch=4, engine="vllm")
     path = tmp_path / "candidates.jsonl"
     kept = {"prompt": PROMPTS[0], "answers": ["written before", "the kill"], "finished": [True, False]}

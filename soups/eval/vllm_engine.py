@@ -76,7 +76,13 @@ class VllmGenerator:
         self.base_dir, self.adapter = base_dir, None
         self.dtype = generation_dtype(dtype, base_dir)
         t0 = time.perf_counter()
-        self.llm = LLM(model=str(base_dir), dtype=self.dtype, seed=seed, **engine_kwargs())
+        import torch
+
+        keep = torch.set_num_threads  # vLLM's CPU worker makes it a no-op for the whole process; ours
+        try:  # (the merge's one compute thread, soups' load rule) keep working between generations
+            self.llm = LLM(model=str(base_dir), dtype=self.dtype, seed=seed, **engine_kwargs())
+        finally:
+            torch.set_num_threads = keep
         log.info("vLLM engine on %s (%s) started in %.1f s", base_dir, self.dtype, time.perf_counter() - t0)
         self.tokenizer = self.llm.get_tokenizer()
         self._index = read_index(base_dir)

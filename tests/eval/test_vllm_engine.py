@@ -16,21 +16,12 @@ import sys
 
 import pytest
 
-from tests.helpers import make_lora_expert, make_tiny_llama, read_jsonl, run_cli
+from tests.helpers import make_lora_expert, make_tiny_llama, read_jsonl, require_vllm, run_cli
 
 LONG = "Why is the sky blue? " + "Tell me about the physics, the history and the colours of the sky. " * 20
 PROMPTS = ["Hello there", LONG]
 TOKENS = 8
 ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def _vllm_or_skip():
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("vLLM not installed (make install-vllm)")
 
 
 def _confident_base(path, default_base):
@@ -66,7 +57,7 @@ def _peft_greedy(base, adapter, prompts):
 
 @pytest.mark.slow
 def test_swaps_match_peft(tmp_path, default_base, monkeypatch):
-    _vllm_or_skip()
+    require_vllm()
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # restored after the test
     from soups.errors import ConfigError
@@ -81,8 +72,12 @@ def test_swaps_match_peft(tmp_path, default_base, monkeypatch):
            b: _peft_greedy(base, b, PROMPTS)}
     assert len({tuple(v) for v in ref.values()}) == 3, ref  # the systems answer differently: the test can tell
 
+    import torch
+
+    keep = torch.set_num_threads
     gen = VllmGenerator(base, dtype="float32")
     try:
+        assert torch.set_num_threads is keep  # vLLM's CPU worker replaces it process-wide; the generator restores it
         block = gen.llm.llm_engine.vllm_config.cache_config.block_size
         assert len(gen.tokenizer(gen.chat_text(LONG))["input_ids"]) > block  # a KV block the prefix cache keeps
         for adapter in (None, a, b, None, a):
@@ -97,7 +92,7 @@ def test_swaps_match_peft(tmp_path, default_base, monkeypatch):
 
 @pytest.mark.slow
 def test_eval_cli_vllm_matches_transformers_and_caches_apart(tmp_path, default_base, monkeypatch):
-    _vllm_or_skip()
+    require_vllm()
     base = _confident_base(tmp_path / "base", default_base)
     e1 = make_lora_expert(base, tmp_path / "concise", r=4, alpha=2, seed=1, targets=ALL, dimension="concise")
     e2 = make_lora_expert(base, tmp_path / "friendly", r=4, alpha=2, seed=2, targets=ALL, dimension="friendly")

@@ -191,10 +191,11 @@ class ExpertRecipe:
 
         from safetensors.torch import load_file
 
+        from soups.eval.generate import resolve_engine
         from soups.train import warmstart
         from soups.train.heldout import bootstrap_ci
         from soups.train.progress import StageBar
-        from soups.train.warmstart_vllm import candidates_vllm, resolve_engine
+        from soups.train.warmstart_vllm import candidates_vllm
 
         statement = self.run.statement or getattr(self.dimension, "statement", None)
         if not statement:
@@ -212,7 +213,7 @@ class ExpertRecipe:
         random.Random(self.cfg.seed).shuffle(prompts)
         prompts = prompts[: ws.prompts]
         t0 = time.time()
-        engine = resolve_engine(ws.engine)
+        engine = resolve_engine(ws.engine, flag="warm_start.engine")
         with StageBar(f"{self.run.dim} warm start: answers ({engine})", total=len(prompts),
                       show=self.run.progress) as bar:
             if engine == "vllm":

@@ -11,7 +11,6 @@ exactly as the transformers path does.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -20,21 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from soups.errors import ConfigError
-
-
-def available() -> bool:
-    """Whether vLLM can be imported here (the `make install-vllm` extra)."""
-    return importlib.util.find_spec("vllm") is not None
-
-
-def resolve_engine(engine: str) -> str:
-    """`auto` -> vllm when installed, else transformers; an explicit vllm that is missing is an error."""
-    if engine == "auto":
-        return "vllm" if available() else "transformers"
-    if engine == "vllm" and not available():
-        raise ConfigError("warm_start.engine vllm: vLLM is not installed; run `make install-vllm` "
-                          "or --set warm_start.engine=transformers")
-    return engine
 
 
 def candidates_vllm(base_dir: Path, prompts: list[str], statement: str, ws, seed: int, path: Path,

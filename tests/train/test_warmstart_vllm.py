@@ -66,9 +66,12 @@ def test_vllm_candidates_equal_greedy_reference_and_resume(tmp_path, default_bas
 
 
 def test_engine_auto_falls_back_and_explicit_vllm_needs_it(monkeypatch):
-    monkeypatch.setattr(warmstart_vllm, "available", lambda: False)
-    assert warmstart_vllm.resolve_engine("auto") == "transformers"
+    from soups.eval import vllm_engine
+    from soups.eval.generate import resolve_engine
+
+    monkeypatch.setattr(vllm_engine, "vllm_available", lambda: False)
+    assert resolve_engine("auto", flag="warm_start.engine") == "transformers"
     with pytest.raises(ConfigError, match="warm_start.engine vllm: vLLM is not installed"):
-        warmstart_vllm.resolve_engine("vllm")
-    monkeypatch.setattr(warmstart_vllm, "available", lambda: True)
-    assert warmstart_vllm.resolve_engine("auto") == "vllm"
+        resolve_engine("vllm", flag="warm_start.engine")
+    monkeypatch.setattr(vllm_engine, "vllm_available", lambda: True)
+    assert resolve_engine("auto", flag="warm_start.engine") == "vllm"

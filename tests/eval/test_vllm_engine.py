@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from tests.helpers import make_lora_expert, make_tiny_llama, read_jsonl, require_vllm, run_cli
+from tests.helpers import make_lora_expert, make_tiny_llama, read_jsonl, require_vllm, run_cli, set_norms
 
 LONG = "Why is the sky blue? " + "Tell me about the physics, the history and the colours of the sky. " * 20
 PROMPTS = ["Hello there", LONG]
@@ -25,13 +25,8 @@ ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_pro
 
 
 def _confident_base(path, default_base):
-    from safetensors.torch import load_file, save_file
-
     base = make_tiny_llama(path, hidden=128, layers=2, tie=False, tokenizer_from=default_base)
-    sd = load_file(base / "model.safetensors")
-    sd["model.norm.weight"].fill_(8.0)  # a confident head: greedy margins far above float32 rounding
-    save_file(sd, base / "model.safetensors", metadata={"format": "pt"})
-    return base
+    return set_norms(base, 8.0, only="model.norm.weight")  # a confident head: greedy margins far above rounding
 
 
 def _peft_greedy(base, adapter, prompts):

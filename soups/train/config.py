@@ -31,13 +31,16 @@ class LoraSettings(BaseModel):
 
 class WarmStart(BaseModel):
     """Supervised warm start before RL: the base's own best-of-n answers to training prompts that carry the
-    dimension's statement (appended to the user message, as the paper prompts), picked by the reward, are
-    distilled into the LoRA (trained on the prompts *without* the statement). PPO then starts from it, with
-    this warm-started policy as its KL reference."""
+    dimension's statement (appended to the user message, as the paper prompts; or not, `prompted: false`),
+    picked by the reward, are distilled into the LoRA (trained on the prompts *without* the statement). PPO
+    then starts from it, with this warm-started policy as its KL reference."""
 
     model_config = ConfigDict(extra="forbid")
     prompts: int = Field(160, gt=1, description="training prompts to answer (the first N of the shuffled set)")
     samples: int = Field(4, gt=0, description="answers sampled per prompt; the best by the reward is kept")
+    prompted: bool = Field(True, description="append the dimension's statement to the candidates' prompts (false: "
+                           "the base's own plain answers, best-of-n by the reward, for a dimension that prompting "
+                           "does not move)")
     keep: float = Field(0.75, gt=0, le=1, description="share of prompts kept, those whose best answer scores highest")
     temperature: float = Field(0.8, gt=0, description="sampling temperature of the candidate answers")
     max_new_tokens: int = Field(256, gt=0, description="longest candidate answer")

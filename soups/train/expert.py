@@ -198,11 +198,15 @@ class ExpertRecipe:
         from soups.train.warmstart_vllm import candidates_vllm
 
         statement = self.run.statement or getattr(self.dimension, "statement", None)
-        if not statement:
-            raise ConfigError(f"warm_start needs the dimension's preference statement; {self.run.dim} has none")
+        if not ws.prompted:
+            statement = ""  # the base's own answers to the plain prompts: best-of-n by the reward
+        elif not statement:
+            raise ConfigError(f"warm_start needs the dimension's preference statement; {self.run.dim} has none "
+                              "(or set warm_start.prompted=false)")
         wdir = self.run_dir / "warm_start"
-        key = {"warm_start": ws.model_dump(), "statement": statement, "seed": self.cfg.seed, "base": self.base_info,
-               "lora": self.cfg.lora.model_dump()}
+        # `prompted` joins the key only when off, so runs started before the field existed keep their cache
+        key = {"warm_start": ws.model_dump(exclude={"prompted"} if ws.prompted else set()), "statement": statement,
+               "seed": self.cfg.seed, "base": self.base_info, "lora": self.cfg.lora.model_dump()}
         key_path = wdir / "key.json"
         if wdir.is_dir() and (not key_path.is_file() or json.loads(key_path.read_text()) != key):
             log.warning("%s: made with other settings; starting the warm start over", wdir)

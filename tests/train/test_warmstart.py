@@ -151,3 +151,23 @@ def test_warm_start_made_with_other_settings_starts_over(confident_base, tmp_pat
     rows = [json.loads(x) for x in (run / "warm_start" / "candidates.jsonl").read_text().splitlines()]
     assert all(len(r["answers"]) == 2 for r in rows) and len(rows) == 12
     assert first != (run / "warm_start" / "candidates.jsonl").read_text()
+
+
+@pytest.mark.parametrize("prompted", [True, False])
+def test_candidates_carry_the_statement_unless_prompted_is_false(confident_base, tmp_path, monkeypatch, prompted):
+    """`warm_start.prompted: false` samples the base's own answers to the plain prompts (best-of-n)."""
+    from soups.train import warmstart
+    from soups.train.expert import train_expert
+
+    rendered: list[str] = []
+    real = warmstart.render
+    monkeypatch.setattr(warmstart, "render", lambda tok, msg, *a, **k: rendered.append(msg) or real(tok, msg, *a, **k))
+    statement = "Answer with letters only."
+    train_expert("toy", out=tmp_path / "out", base=confident_base, prompts=PROMPTS[:48], heldout=PROMPTS[48:],
+                 reward=letter_share, statement=statement, run_dir=tmp_path / "run", preset="cpu", progress=False,
+                 overrides={**FAST, "steps": 1, "warm_start": {**WS, "epochs": 1, "prompted": prompted}})
+    sampled = [m for m in rendered if m.rstrip().endswith(statement)]
+    plain = [m for m in rendered if m in PROMPTS]
+    assert len(sampled) == (12 if prompted else 0)  # the candidates' prompts, one rendering per prompt
+    # the 6 kept answers are distilled on the plain prompts; unprompted, the 12 candidates' prompts are plain too
+    assert len(plain) == (6 if prompted else 18)

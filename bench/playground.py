@@ -1,8 +1,8 @@
 """Benchmark `soups playground`: from a slider change to the soup's first streamed token and to its full answer.
 
-The issue's targets on this CPU, embedded base (SmolLM2-135M-Instruct, float32) and the shipped default
-experts: first token of a fresh 128-token answer < 2 s, the full answer < 8 s. Answers are forced to
-exactly 128 tokens (min_new_tokens), every change is a new weight vector (nothing cached but the
+The issue's targets on this CPU, embedded base (SmolLM2-135M-Instruct, float32 unless `--dtype bfloat16`) and
+the shipped default experts: first token of a fresh 128-token answer < 2 s, the full answer < 8 s. Answers are
+forced to exactly 128 tokens (min_new_tokens), every change is a new weight vector (nothing cached but the
 base's answer, which a slider change never regenerates).
 
 Two measurements:
@@ -167,13 +167,15 @@ def main() -> int:
     ap.add_argument("--browser-timeout", type=float, default=None,
                     help="seconds the page may take to reach each expected state (default: 4 x the slowest library "
                          "answer, at least 60)")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                    help="the models' dtype (default: the playground's, float32)")
     args = ap.parse_args()
 
     import torch
 
     load0 = os.getloadavg()
     t = time.perf_counter()
-    pg = Playground(max_new_tokens=TOKENS)
+    pg = Playground(max_new_tokens=TOKENS, dtype=args.dtype)
     pg.min_new_tokens = TOKENS
     startup = time.perf_counter() - t
     list(pg.answer(PROMPT, Settings((1.0, 1.0, 1.0))))  # warm-up; caches the base's answer
@@ -187,13 +189,13 @@ def main() -> int:
         except PageStuck as e:
             failed = f"browser measurement failed: {e}"
     load1 = os.getloadavg()
-    result = {"tokens": TOKENS, "threads": torch.get_num_threads(), "startup_s": startup, "library": lib,
-              "browser": web, "browser_error": failed, "loadavg_before": load0, "loadavg_after": load1}
+    result = {"tokens": TOKENS, "dtype": pg.dtype, "threads": torch.get_num_threads(), "startup_s": startup,
+              "library": lib, "browser": web, "browser_error": failed, "loadavg_before": load0, "loadavg_after": load1}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
     print(f"soups playground, embedded base, experts {', '.join(s.name for s in pg.slots)}; {TOKENS}-token answers; "
-          f"{torch.get_num_threads()} torch threads; load average {load0[0]:.1f} -> {load1[0]:.1f}")
+          f"{pg.dtype}; {torch.get_num_threads()} torch threads; load average {load0[0]:.1f} -> {load1[0]:.1f}")
     print(f"start-up (base + experts loaded): {startup:.1f} s")
     print("| measured from a slider change | first token s, median (max) | full answer s, median (max) | target |")
     print("|---|---:|---:|---|")

@@ -26,6 +26,10 @@ def playground_cmd(
     pool: Optional[Path] = typer.Option(None, "--pool", help="Candidate pool JSONL for “Find my weights”."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the questions' A/B order (default: random)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for generation."),
+    dtype: Optional[str] = typer.Option(
+        None, "--dtype", help="float32 (default: one answer at a time decodes fastest in it on a CPU) or bfloat16 "
+        "(half the memory)."
+    ),
 ) -> None:
     """Start a local web app: one slider per expert, the base's and the soup's answers streamed side by side
     with held-out score bars, "Find my weights" (ten pairwise choices) and "Export" (recipe, merge command).
@@ -49,7 +53,7 @@ def playground_cmd(
     except ImportError:
         raise ConfigError("soups playground needs Gradio: pip install -e '.[playground]' (or make install)") from None
     from soups.playground.app import launch
-    from soups.playground.session import Playground
+    from soups.playground.session import DTYPES, Playground
     from soups.recipe import default_expert_names, short_name
     from soups.weights import parse_weights
 
@@ -62,8 +66,10 @@ def playground_cmd(
         except OSError as e:
             raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror}); pick another --port "
                               "(or check --host)") from None
+    if dtype is not None and dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype}: use one of {', '.join(DTYPES)}")
     typer.echo("loading the base and the experts…")
-    pg = Playground(names, base, max_new_tokens=max_new_tokens, threads=threads)
+    pg = Playground(names, base, max_new_tokens=max_new_tokens, threads=threads, dtype=dtype)
     for err in pg.soup.errors:
         typer.echo(f"warning: {err} (left out; the page says so too)", err=True)
     try:

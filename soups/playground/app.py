@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PROMPT = "Why is the sky blue?"
 SLIDER_MAX = 2.0
 SCORE_EVERY_S = 0.5  # recompute the score bars at most this often while tokens stream
+STREAM_EVERY_S = 0.1  # send streamed text to the page at most this often (each update costs Gradio and the browser)
 INTRO = (
     "# soups playground\n"
     "Move a slider: the soup (the experts' LoRA deltas summed by your weights, rebuilt in memory) answers again, "
@@ -89,20 +90,34 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
             settings = settings_of(values)
             dims = declared(settings)
             said = pg.statements(settings) if settings.statements else []
-            last_scores = 0.0
+            last_scores = last_sent = 0.0
             base_bars = soup_bars = gr.update()
             update = None
+            sent: dict[str, object] = {}
+
+            def changed(key: str, value):  # what the page already shows is not sent again
+                if sent.get(key) == value:
+                    return gr.update()
+                sent[key] = value
+                return value
+
             for update in pg.answer(prompt, settings):
                 if update.preempted:
                     return
                 now = time.perf_counter()
-                if now - last_scores > SCORE_EVERY_S or all(update.done.values()):
+                done = all(update.done.values())
+                first = "soup" not in sent and update.tokens.get("soup", 0) > 0
+                if not (done or first or now - last_sent >= STREAM_EVERY_S):
+                    continue  # tokens that come faster than the page repaints go out with the next update
+                last_sent = now
+                if now - last_scores > SCORE_EVERY_S or done:
                     last_scores = now
                     base_bars = scores_html(pg.scores(update.texts["base"]), dims)
                     soup_bars = scores_html(pg.scores(update.texts["soup"]), dims)
-                busy = status_html("answering…") if not all(update.done.values()) else gr.update()
-                yield (update.texts["base"], update.texts["soup"], base_bars, soup_bars, busy,
-                       soup_line(pg.soup.state, said))
+                yield (changed("base", update.texts["base"]), changed("soup", update.texts["soup"]),
+                       base_bars, soup_bars, changed("busy", status_html("answering…")) if not done else gr.update(),
+                       changed("line", soup_line(pg.soup.state, said)))
+                base_bars = soup_bars = gr.update()
             if update is not None:
                 took = f"soup: first token {update.first_token_s.get('soup', 0):.2f} s, " \
                        f"{update.tokens['soup']} tokens in {update.elapsed:.2f} s"

@@ -4,9 +4,9 @@ No disk round-trip. Each expert's LoRA factors are read once (mmap, float32) and
 when its files change on disk. On a rebuild the merge method (soups.merge.methods, the registry
 `soups merge` uses) turns them into the soup's adapter factors per module, `dW = scale * B @ A`
 (exact: `A = stack_rows(w_i s_i A_i)`, `B = stack_cols(B_i)`, DESIGN.md), and the soup model's
-targeted weights become `W + dW` in float32: the full-merge math without the final rounding to
-the base's dtype. Every other tensor is shared with the base model, so a soup costs only the
-memory of the weights its experts target.
+targeted weights become `W + dW`, computed in float32 and rounded once to the models' dtype (the
+full-merge math; no rounding at all for a float32 base). Every other tensor is shared with the base
+model, so a soup costs only the memory of the weights its experts target.
 """
 
 from __future__ import annotations
@@ -187,8 +187,9 @@ class LiveSoup:
         with torch.no_grad():
             for module in sorted(self._owned):
                 soup_w = self.model.get_submodule(module).weight
-                soup_w.copy_(self.base.get_submodule(module).weight)
+                base_w = self.base.get_submodule(module).weight
                 if module not in targeted:
+                    soup_w.copy_(base_w)
                     continue
                 parts = []
                 for s, w in kept:
@@ -198,7 +199,9 @@ class LiveSoup:
                     else:
                         parts.append(Part(w, 0.0, None, None, s.adapter.max_rank))
                 f = method.factors(parts, params)
-                soup_w.addmm_(torch.from_numpy(f.B), torch.from_numpy(f.A), alpha=f.scale)
+                merged = base_w.to(torch.float32, copy=True)  # W + dW in float32, rounded once to the soup's dtype
+                merged.addmm_(torch.from_numpy(f.B), torch.from_numpy(f.A), alpha=f.scale)
+                soup_w.copy_(merged)
         self.state = SoupState(
             weights={s.name: w for s, w in zip(slots, applied)},
             method=soup.method,

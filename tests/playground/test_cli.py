@@ -10,7 +10,7 @@ from tests.helpers import assert_one_line_error, run_cli
 def test_help_names_the_options():
     res = run_cli("playground", "--help")
     assert res.code == 0
-    for option in ("--experts", "--base", "--host", "--port", "--weights", "--rounds"):
+    for option in ("--experts", "--base", "--host", "--port", "--weights", "--rounds", "--dtype"):
         assert option in res.out
     assert "127.0.0.1" in res.out
 
@@ -20,6 +20,7 @@ def test_bad_flags_are_one_line(pg_world):
     names = ",".join(str(p) for p in experts.values())
     assert_one_line_error(run_cli("playground", "--base", base, "--experts", names, "--weights", "1,2"), "--weights")
     assert_one_line_error(run_cli("playground", "--base", "/nonexistent/model", "--experts", names), "--base")
+    assert_one_line_error(run_cli("playground", "--base", base, "--experts", names, "--dtype", "int8"), "--dtype")
     with socket.socket() as busy:  # the port is taken: say so, and which flag to change
         busy.bind(("127.0.0.1", 0))
         busy.listen()

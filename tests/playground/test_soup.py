@@ -115,3 +115,33 @@ def test_an_expert_that_fails_to_load(pg_world, tmp_path):
     os.utime(spare / "adapter_model.safetensors", ns=(1, 1))
     assert pg.rebuild(Settings((1.0, 0.0, 1.0))).weights == {"concise": 0.5, "spare": 0.5}
     assert pg.slots[2].ok
+
+
+def test_a_bfloat16_soup_is_the_float32_merge_rounded_once(pg_world):
+    """In bfloat16 (`soups playground --dtype bfloat16`) each targeted weight is W + dW computed
+    in float32 and rounded once: within one bf16 step of the float64 reference, equal to it almost everywhere."""
+    from soups.playground.session import Playground
+
+    base_dir, experts = pg_world
+    pg = Playground([str(p) for p in experts.values()], base_dir, max_new_tokens=4, threads=1, dtype="bfloat16")
+    assert pg.base.dtype == torch.bfloat16 and pg.soup.model.dtype == torch.bfloat16
+    weights = (2.0, 1.0, 1.0)
+    pg.rebuild(Settings(weights))
+    applied = {n: w / sum(weights) for n, w in zip(experts, weights)}
+    soup, base = dict(pg.soup.model.named_parameters()), dict(pg.base.named_parameters())
+    moved = total = 0
+    for name, p in soup.items():
+        ref = _reference_delta(experts, applied, name.removesuffix(".weight")) if name.endswith(".weight") else None
+        if ref is None:
+            assert torch.equal(p, base[name])
+            continue
+        want = torch.from_numpy(base[name].detach().double().numpy() + ref).to(torch.bfloat16)
+        assert p.dtype == torch.bfloat16
+        torch.testing.assert_close(p.float(), want.float(), rtol=2 ** -7, atol=0)  # at most one bf16 step
+        assert (p != want).float().mean() < 0.01  # float32 then bf16 rounds as float64 then bf16 but in ties
+        moved += int((p != base[name]).sum())
+        total += p.numel()
+    assert moved > 0.2 * total  # the deltas are large enough to show in bf16
+    with torch.no_grad():
+        enc = pg.answerer.chat_ids("Why is the sky blue?")
+        assert torch.isfinite(pg.soup.model(**enc).logits).all()

@@ -77,3 +77,34 @@ def test_min_new_tokens_counts_visible_tokens(pg_world):
     assert forced.tokens["m"] == 6 and forced.texts["m"]
     free = list(answerer.stream({"m": model}, "Hi", max_new_tokens=6))[-1]
     assert free.tokens["m"] == 0  # unforced: only special tokens, none of them visible
+
+
+def test_all_torch_work_runs_on_one_long_lived_thread(playground):
+    """Rebuilds and single-model answers run on the playground's torch thread, whichever thread asks; with two
+    models the second runs beside it (see soups.playground.streaming: a second OpenMP team stops the spinning)."""
+    import threading
+
+    list(playground.answer("Why is the sky blue?", Settings((1.0, 0.0, 0.0))))  # the base's answer is cached
+    seen: dict[str, set[int]] = {"soup": set(), "base": set(), "rebuild": set()}
+    hooks = [playground.soup.model.register_forward_hook(lambda *a: seen["soup"].add(threading.get_ident())),
+             playground.base.register_forward_hook(lambda *a: seen["base"].add(threading.get_ident()))]
+    real = playground.soup.rebuild
+    playground.soup.rebuild = lambda *a, **k: seen["rebuild"].add(threading.get_ident()) or real(*a, **k)
+    try:
+        def ask(weights, fresh_base):
+            list(playground.answer("Why is the sky blue?", Settings(weights), fresh_base=fresh_base))
+
+        for weights in ((1.0, 0.3, 0.0), (0.2, 1.0, 1.0)):  # from this thread and from another one
+            t = threading.Thread(target=ask, args=(weights, False))
+            t.start()
+            t.join()
+            ask(tuple(reversed(weights)), False)
+        torch_thread = playground.torch_thread._ident
+        assert seen["rebuild"] == {torch_thread} and seen["soup"] == {torch_thread}
+        assert not seen["base"]
+        ask((1.0, 1.0, 0.5), True)  # base and soup at once: the base on the torch thread, the soup beside it
+        assert seen["base"] == {torch_thread} and len(seen["soup"]) == 2
+    finally:
+        for h in hooks:
+            h.remove()
+        playground.soup.rebuild = real

@@ -26,6 +26,10 @@ def playground_cmd(
     pool: Optional[Path] = typer.Option(None, "--pool", help="Candidate pool JSONL for “Find my weights”."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the questions' A/B order (default: random)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for generation."),
+    statements: bool = typer.Option(
+        False, "--statements", help="Start with “statements” ticked: the soup is asked with its dimensions' "
+        "preference statements appended (the paper's inference)."
+    ),
     dtype: Optional[str] = typer.Option(
         None, "--dtype", help="float32 (default: one answer at a time decodes fastest in it on a CPU) or bfloat16 "
         "(half the memory)."
@@ -42,6 +46,8 @@ def playground_cmd(
         soups playground                                   # then open http://127.0.0.1:7860
 
         soups playground --experts concise,friendly,expert,elementary --weights 1,0,1,0 --port 8080
+
+        soups playground --statements --dtype bfloat16
     """
     import socket
     import time
@@ -74,7 +80,7 @@ def playground_cmd(
         typer.echo(f"warning: {err} (left out; the page says so too)", err=True)
     try:
         demo = launch(pg, host=host, port=port, block=False, weights=start, rounds=rounds,
-                      pool=str(pool) if pool else None, seed=seed)
+                      pool=str(pool) if pool else None, seed=seed, statements=statements)
     except OSError as e:
         raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({e}); pick another --port") from None
     if host not in ("127.0.0.1", "localhost", "::1"):

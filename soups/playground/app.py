@@ -51,8 +51,8 @@ def _page_methods() -> dict[str, str]:
 
 
 def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int = 10, pool: str | None = None,
-              seed: int | None = None):
-    """The gr.Blocks page over a loaded Playground."""
+              seed: int | None = None, statements: bool = False):
+    """The gr.Blocks page over a loaded Playground (`statements`: the box starts ticked)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
@@ -210,7 +210,7 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
                                   info=" · ".join(f"{k}: {v}" for k, v in methods.items()))
                 rank = gr.Slider(1, max_rank, value=min(8, max_rank), step=1, label="rank", visible=False,
                                  elem_id="rank")
-                statements = gr.Checkbox(False, label="statements", elem_id="statements",
+                statements = gr.Checkbox(bool(statements), label="statements", elem_id="statements",
                                          info="ask the soup with the preference statements of its dimensions "
                                               "(weight > 0) appended to the prompt, as the paper does")
                 soup_info = gr.Markdown(elem_id="soup-info")

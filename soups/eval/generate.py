@@ -325,7 +325,9 @@ def vllm_lora_rank(r: int) -> int:
 
 def generate_vllm(model: Path, prompts: list[str], *, adapter: Path | None = None, system: str | None = None,
                   max_new_tokens: int = 128, greedy: bool = True, seed: int = 0, dtype: Any = None) -> list[str]:
-    """Same as `generate_chat`, through vLLM's offline engine (LoRA adapters served unmerged)."""
+    """Same as `generate_chat`, through vLLM's offline engine with its LoRA kernels (adapters served unmerged;
+    bench/generate.py compares it with the swap engine, soups.eval.vllm_engine.VllmGenerator, which
+    `soups generate --engine vllm` uses)."""
     try:
         from vllm import LLM, SamplingParams
         from vllm.lora.request import LoRARequest

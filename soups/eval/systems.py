@@ -96,7 +96,7 @@ def generate_responses(prompts: str | Path, out: Path, *, soup: Path | None = No
     are appended to every user message, as the paper's eval.py asks its soups (soups.prompts.with_statements)."""
     import tempfile
 
-    from soups.eval.generate import generate_chat, generate_vllm
+    from soups.eval.generate import generate_chat
     from soups.io.jsonl import check_file_output, write_jsonl
     from soups.merge import provenance
     from soups.prompts import with_statements
@@ -121,9 +121,15 @@ def generate_responses(prompts: str | Path, out: Path, *, soup: Path | None = No
                         weights=weights if isinstance(weights, str) or weights is None else list(weights),
                         method=None if soup is not None else method, system=system, statements=said or None,
                         engine=engine, max_new_tokens=max_new_tokens, greedy=greedy, seed=seed)
-        if engine == "vllm":
-            responses = generate_vllm(model, asked, system=system, max_new_tokens=max_new_tokens, greedy=greedy,
-                                      seed=seed, dtype=dtype)
+        if engine == "vllm":  # the adapter swapped into the engine's weights (3.1x vLLM's LoRA path on CPU)
+            from soups.eval.vllm_engine import VllmGenerator
+
+            gen = VllmGenerator(model, dtype=dtype, seed=seed)
+            try:
+                responses = gen.generate(asked, system=system, max_new_tokens=max_new_tokens, greedy=greedy,
+                                         seed=seed, progress=progress)
+            finally:
+                gen.close()
         else:
             responses = generate_chat(model, asked, system=system, max_new_tokens=max_new_tokens,
                                       batch_size=batch_size, greedy=greedy, seed=seed, dtype=dtype, progress=progress)

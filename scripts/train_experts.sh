@@ -15,11 +15,9 @@ OUT_ROOT=${OUT_ROOT:-experts}
 # not it finished and PPO does not penalise an answer that uses the whole 256-token budget (with the defaults,
 # finished-only candidates and the missing-EOS penalty taught it shorter answers: held-out distinct words 63.2 vs
 # the base's 62.8)
-# expert: prompting the 135M base with the PhD statement does not raise its reward (candidates 0.412 vs the
-# base's 0.474, held-out grade 10.89 vs 11.10 after PPO), so its warm start is the base's own best-of-8 answers
-# to the plain prompts (the top half by the reward)
-declare -A EXTRA=([informative]="--set warm_start.finished_only=false --set missing_eos_penalty=0"
-                  [expert]="--set warm_start.prompted=false --set warm_start.samples=8 --set warm_start.keep=0.5")
+# (expert keeps the defaults: the base's own best-of-8 answers, `warm_start.prompted=false`, and PPO without a
+# warm start both did worse; README "Shipped experts")
+declare -A EXTRA=([informative]="--set warm_start.finished_only=false --set missing_eos_penalty=0")
 DIMS=${DIMS:-concise informative friendly unfriendly expert elementary}
 mkdir -p runs/make-experts
 run_one() {

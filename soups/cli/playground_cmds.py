@@ -59,7 +59,7 @@ def playground_cmd(
     except ImportError:
         raise ConfigError("soups playground needs Gradio: pip install -e '.[playground]' (or make install)") from None
     from soups.playground.app import launch
-    from soups.playground.session import DTYPES, Playground
+    from soups.playground.session import Playground
     from soups.recipe import default_expert_names, short_name
     from soups.weights import parse_weights
 
@@ -72,8 +72,6 @@ def playground_cmd(
         except OSError as e:
             raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror}); pick another --port "
                               "(or check --host)") from None
-    if dtype is not None and dtype not in DTYPES:
-        raise ConfigError(f"--dtype {dtype}: use one of {', '.join(DTYPES)}")
     typer.echo("loading the base and the experts…")
     pg = Playground(names, base, max_new_tokens=max_new_tokens, threads=threads, dtype=dtype)
     for err in pg.soup.errors:

@@ -66,6 +66,9 @@ class Playground:
 
         if max_new_tokens < 1:
             raise ConfigError(f"--max-new-tokens {max_new_tokens}: must be >= 1")
+        self.dtype = dtype or "float32"
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype {dtype}: use one of {', '.join(DTYPES)}")
         self.base_spec = str(base)
         self.base_dir = resolve_base(base)
         self.expert_specs = list(experts) if experts else default_expert_names()
@@ -77,9 +80,6 @@ class Playground:
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
         if self.tokenizer.chat_template is None:
             raise ConfigError(f"--base {base}: its tokenizer has no chat template; use an instruction-tuned base")
-        self.dtype = dtype or "float32"
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"--dtype {dtype}: use one of {', '.join(DTYPES)}")
         self.torch_thread = TorchThread()  # every torch op of the playground runs there (soups.playground.streaming)
         self.base = self.torch_thread.call(lambda: AutoModelForCausalLM.from_pretrained(
             self.base_dir, dtype=getattr(torch, self.dtype)).eval())

@@ -60,7 +60,7 @@ class _Job:
     def __init__(self, keys) -> None:
         self.stop = threading.Event()
         self.queue: queue.Queue = queue.Queue()
-        self.threads: list[threading.Thread | Future] = []
+        self.waits: list[Callable[[], Any]] = []  # each worker's join (a thread's join, a future's result)
         self.keys = list(keys)
         self.t0 = time.perf_counter()
 
@@ -126,8 +126,8 @@ class Answerer:
     def _stop_running(self) -> None:
         if self._job is not None:
             self._job.stop.set()
-            for t in self._job.threads:
-                t.result() if isinstance(t, Future) else t.join()
+            for wait in self._job.waits:
+                wait()
             self._job = None
 
     def _stop_ids(self, model) -> list[int]:
@@ -166,9 +166,9 @@ class Answerer:
             extra = [threading.Thread(target=work, args=(key, m), name=f"soups-answer-{key}", daemon=True)
                      for key, m in others]
             self._job = job
-            job.threads.append(self.torch_thread.submit(lambda: work(first, model)))
+            job.waits.append(self.torch_thread.submit(lambda: work(first, model)).result)
             for t in extra:
-                job.threads.append(t)
+                job.waits.append(t.join)
                 t.start()
             return job
 

@@ -6,6 +6,7 @@ Launch: `soups playground` (soups/cli/playground_cmds.py), or `launch(Playground
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import tempfile
@@ -64,6 +65,7 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
     start = weights if weights is not None else [1.0] * n
     max_rank = max(1, sum(s.adapter.max_rank for s in pg.soup.loaded))
     methods = _page_methods()
+    finished = itertools.count(1)  # numbers the answers that ran to their end (the status line's data-answer)
 
     def settings_of(values) -> Settings:
         w, (normalize, method, rank, statements) = values[:n], values[n:]
@@ -122,7 +124,7 @@ def build_app(pg: Playground, *, weights: list[float] | None = None, rounds: int
                 took = f"soup: first token {update.first_token_s.get('soup', 0):.2f} s, " \
                        f"{update.tokens['soup']} tokens in {update.elapsed:.2f} s"
                 failed = left_out(values)
-                message = status_html(failed, error=True) if failed else status_html(took)
+                message = status_html(failed or took, error=bool(failed), answer=next(finished))
                 yield (gr.update(), gr.update(), gr.update(), gr.update(), message, gr.update())
         except SoupsError as e:
             message = " ".join(m for m in (_message(e), left_out(values)) if m)

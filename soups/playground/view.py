@@ -52,11 +52,13 @@ def scores_html(scores: Mapping[str, float], declared: Collection[str] = ()) -> 
     return '<div class="soups-bars">' + "".join(rows) + "</div>"
 
 
-def status_html(message: str = "", error: bool = False) -> str:
+def status_html(message: str = "", error: bool = False, answer: int | None = None) -> str:
+    """`answer`: a finished answer's number (data-answer), so a reader tells this answer's end from the last one's."""
     if not message:
         return ""
     cls = "soups-error" if error else "soups-info"
-    return f'<div class="{cls}" role="{"alert" if error else "status"}">{html.escape(message)}</div>'
+    number = f' data-answer="{answer}"' if answer is not None else ""
+    return f'<div class="{cls}" role="{"alert" if error else "status"}"{number}>{html.escape(message)}</div>'
 
 
 def profile_html(profile: Mapping) -> str:

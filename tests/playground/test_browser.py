@@ -117,14 +117,24 @@ def _drag(page, name: str, value: float, maximum: float = 2.0) -> None:
     page.mouse.up()
 
 
-def _answered(page, after: str = "") -> None:
-    """Wait until an answer finished (the status line says how long it took) and differs from `after`."""
+def _last_answer(page) -> int:
+    """The number of the last answer that ran to its end (0: none yet); the status line carries it."""
+    return int(page.evaluate("() => document.querySelector('#status [data-answer]')?.dataset.answer ?? 0"))
+
+
+def _answered(page, since: int) -> int:
+    """Wait until an answer after answer number `since` has finished; its number.
+
+    The final status is sent after the answer's last text, so the boxes then hold the whole answer (an earlier
+    answer's status, still on the page while the new one streams, has a smaller number).
+    """
     page.wait_for_function(
-        "([after]) => { const s = document.querySelector('#status'); "
+        "([since]) => { const s = document.querySelector('#status [data-answer]'); "
         "const t = document.querySelector('#soup-answer textarea'); "
-        "return s && s.innerText.includes('tokens in') && t && t.value.length > 0 && t.value !== after; }",
-        arg=[after],
+        "return s && Number(s.dataset.answer) > since && t && t.value.length > 0; }",
+        arg=[since],
     )
+    return _last_answer(page)
 
 
 def _status(page, words: str) -> str:
@@ -145,7 +155,7 @@ def diagnose(app, page):
 def test_playground_in_a_browser(app, page, diagnose, tmp_path):
     url, spare, root = app
     assert url.startswith("http://127.0.0.1:")
-    _answered(page)  # the page answers the default prompt on load
+    done = _answered(page, 0)  # the page answers the default prompt on load
     base0, soup0 = _text(page, "base-answer"), _text(page, "soup-answer")
     assert base0 and soup0
     assert page.locator("#base-scores .soups-bar").count() == 4  # one bar per declared dimension
@@ -155,7 +165,7 @@ def test_playground_in_a_browser(app, page, diagnose, tmp_path):
         _drag(page, name, 0.0)
     assert [_slider(page, n) for n in ("concise", "friendly", "expert", "elementary")] == [0, 1, 0, 0]
     page.wait_for_function("() => document.querySelector('#soup-info').innerText.includes('friendly 1.00')")
-    _answered(page, after=soup0)
+    done = _answered(page, done)
     soup1 = _text(page, "soup-answer")
     assert soup1 != soup0
     assert _text(page, "base-answer") == base0
@@ -164,12 +174,12 @@ def test_playground_in_a_browser(app, page, diagnose, tmp_path):
     statement = yaml.safe_load((experts_dir() / "friendly.yaml").read_text())["statement"]
     assert not page.is_checked("#statements input[type=checkbox]")  # off by default
     page.click("#statements input[type=checkbox]")
-    _answered(page, after=soup1)
+    done = _answered(page, done)
     assert _text(page, "soup-answer") != soup1 and _text(page, "base-answer") == base0
     assert statement in page.inner_text("#soup-info")
     page.click("#statements input[type=checkbox]")  # off again: the same soup answers the plain prompt again
     page.wait_for_function("() => !document.querySelector('#soup-info').innerText.includes('statements')")
-    _answered(page)  # the soup line changes with the new answer's first update, so this is the new answer's end
+    done = _answered(page, done)
     assert _text(page, "soup-answer") == soup1
 
     # bad input is a message on the page
@@ -192,7 +202,7 @@ def test_playground_in_a_browser(app, page, diagnose, tmp_path):
     moved = {n: _slider(page, n) for n in ("concise", "friendly", "expert", "elementary")}
     assert moved["concise"] == max(moved.values()) > 0  # a user who prefers short answers gets a concise soup
     page.wait_for_function("() => document.querySelector('#soup-info').innerText.includes('concise 0.')")
-    _answered(page)
+    done = _answered(page, done)
 
     # Export: the recipe downloads and `soups merge --recipe` builds it
     page.click("#export")

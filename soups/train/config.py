@@ -54,6 +54,22 @@ class WarmStart(BaseModel):
     batch_size: int = Field(8, gt=0, description="answers per optimizer step")
 
 
+class RewardBaseline(BaseModel):
+    """PPO against a per-prompt baseline: before PPO the base answers `prompts` training prompts `samples` times,
+    and each rollout's reward minus its prompt's mean base reward is what PPO maximises (PPO then trains on those
+    prompts). It removes what the prompt alone decides (some questions draw technical answers whatever the policy
+    does), which otherwise dominates the advantages of a batch of 8, as GRPO's group mean does without a critic."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompts: int = Field(128, gt=1, description="training prompts with a baseline (the first N of the shuffled set, "
+                         "the warm start's too); PPO samples only these")
+    samples: int = Field(4, gt=0, description="base answers per prompt; their mean reward is the prompt's baseline")
+    temperature: float = Field(0.7, gt=0, description="sampling temperature of the base answers")
+    max_new_tokens: int = Field(256, gt=0, description="longest base answer (use PPO's max_new_tokens)")
+    gen_batch: int = Field(32, gt=0, description="prompts per generation batch")
+    engine: Literal["auto", "vllm", "transformers"] = Field("auto", description="what samples the base answers")
+
+
 class TrainConfig(BaseModel):
     """Everything that defines a training run; recorded verbatim in expert.json."""
 
@@ -90,15 +106,18 @@ class TrainConfig(BaseModel):
     kl_estimator: Literal["k1", "k3"] = Field("k1", description="ppo: KL estimator (k3: lower variance)")
     warm_start: WarmStart | None = Field(
         None, description="supervised warm start before RL (null or false: start at the base)")
+    reward_baseline: RewardBaseline | None = Field(
+        None, description="ppo: subtract each prompt's mean base reward from its rollouts' rewards (null or false: "
+                          "the raw reward)")
 
     @field_validator("autocast", mode="before")
     @classmethod
     def _yaml_off(cls, v: Any) -> Any:
         return {False: "off", True: "bf16"}.get(v, v) if isinstance(v, bool) else v  # YAML reads `off` as false
 
-    @field_validator("warm_start", mode="before")
+    @field_validator("warm_start", "reward_baseline", mode="before")
     @classmethod
-    def _no_warm_start(cls, v: Any) -> Any:
+    def _off(cls, v: Any) -> Any:
         return None if v is False else v  # `warm_start: false` (or the override False) turns a preset's off
     gradient_checkpointing: bool = False
 

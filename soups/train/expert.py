@@ -178,6 +178,63 @@ class ExpertRecipe:
         atomic_write_text(cache, json.dumps({"key": key, "result": result}), force=True)
         return result
 
+    # ------------------------------------------------------------------ base answers
+    def _first_prompts(self, n: int) -> list[str]:
+        """The first `n` training prompts in the run's (seeded) shuffled order."""
+        import random
+
+        prompts = list(self.train_prompts)
+        random.Random(self.cfg.seed).shuffle(prompts)
+        return prompts[:n]
+
+    def _base_answers(self, prompts: list[str], statement: str, settings, path: Path, stage: str,
+                      flag: str) -> tuple[list[dict], str]:
+        """The base's sampled answers (rows {prompt, answers, finished}, cached in `path`) and the engine used."""
+        from soups.eval.generate import resolve_engine
+        from soups.train import warmstart
+        from soups.train.progress import StageBar
+        from soups.train.warmstart_vllm import candidates_vllm
+
+        engine = resolve_engine(settings.engine, flag=flag)
+        with StageBar(f"{self.run.dim} {stage}: answers ({engine})", total=len(prompts),
+                      show=self.run.progress) as bar:
+            if engine == "vllm":
+                return candidates_vllm(self.base_dir, prompts, statement, settings, self.cfg.seed, path,
+                                       progress=bar.update), engine
+            with self.policy.disable_adapter():
+                return warmstart.candidates(self.policy, self.tokenizer, prompts, statement, settings, self.cfg.seed,
+                                            path, self.use_bf16, progress=bar.update), engine
+
+    def reward_baseline(self) -> dict[str, float] | None:
+        """Per-prompt baseline (cfg.reward_baseline): the mean reward of the base's plain answers to each prompt."""
+        rb = self.cfg.reward_baseline
+        if rb is None:
+            return None
+        if self.cfg.algo != "ppo":
+            raise ConfigError(f"reward_baseline is implemented for ppo only (rloo and grpo have group baselines); "
+                              f"drop it or use --algo ppo, not {self.cfg.algo}")
+        bdir = self.run_dir / "reward_baseline"
+        key = {"reward_baseline": rb.model_dump(), "seed": self.cfg.seed, "base": self.base_info}
+        key_path = bdir / "key.json"
+        if bdir.is_dir() and (not key_path.is_file() or json.loads(key_path.read_text()) != key):
+            log.warning("%s: made with other settings; sampling the base answers again", bdir)
+            shutil.rmtree(bdir)
+        bdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(key_path, json.dumps(key), force=True)
+        t0 = time.time()
+        rows, engine = self._base_answers(self._first_prompts(rb.prompts), "", rb, bdir / "answers.jsonl",
+                                          "reward baseline", "reward_baseline.engine")
+        baseline = {}
+        for r in rows:
+            scores = self.run.reward(r["answers"], prompts=[r["prompt"]] * len(r["answers"]))
+            baseline[r["prompt"]] = float(sum(scores) / len(scores))
+        values = sorted(baseline.values())
+        self.stages.append({"stage": "reward_baseline", "config": rb.model_dump(), "prompts": len(baseline),
+                            "mean": round(sum(values) / len(values), 4), "min": round(values[0], 4),
+                            "max": round(values[-1], 4), "engine": engine,
+                            "generate_time_s": round(time.time() - t0, 1)})
+        return baseline
+
     # ------------------------------------------------------------------ warm start
     def warm_start(self) -> dict[str, Any] | None:
         """Supervised warm start (cfg.warm_start): candidates, selection, distillation, held-out check.
@@ -187,15 +244,11 @@ class ExpertRecipe:
         ws = self.cfg.warm_start
         if ws is None:
             return None
-        import random
-
         from safetensors.torch import load_file
 
-        from soups.eval.generate import resolve_engine
         from soups.train import warmstart
         from soups.train.heldout import bootstrap_ci
         from soups.train.progress import StageBar
-        from soups.train.warmstart_vllm import candidates_vllm
 
         statement = self.run.statement or getattr(self.dimension, "statement", None)
         if not ws.prompted:
@@ -213,20 +266,10 @@ class ExpertRecipe:
             shutil.rmtree(wdir)
         wdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(key_path, json.dumps(key), force=True)
-        prompts = list(self.train_prompts)
-        random.Random(self.cfg.seed).shuffle(prompts)
-        prompts = prompts[: ws.prompts]
+        prompts = self._first_prompts(ws.prompts)
         t0 = time.time()
-        engine = resolve_engine(ws.engine, flag="warm_start.engine")
-        with StageBar(f"{self.run.dim} warm start: answers ({engine})", total=len(prompts),
-                      show=self.run.progress) as bar:
-            if engine == "vllm":
-                rows = candidates_vllm(self.base_dir, prompts, statement, ws, self.cfg.seed,
-                                       wdir / "candidates.jsonl", progress=bar.update)
-            else:
-                with self.policy.disable_adapter():
-                    rows = warmstart.candidates(self.policy, self.tokenizer, prompts, statement, ws, self.cfg.seed,
-                                                wdir / "candidates.jsonl", self.use_bf16, progress=bar.update)
+        rows, engine = self._base_answers(prompts, statement, ws, wdir / "candidates.jsonl", "warm start",
+                                          "warm_start.engine")
         data = warmstart.select(rows, self.run.reward, ws.keep, ws.finished_only)
         if len(data) < 2:
             raise ConfigError(f"warm_start: only {len(data)} finished answers among {len(rows)} prompts; "
@@ -262,7 +305,8 @@ class ExpertRecipe:
         return stage
 
     # ------------------------------------------------------------------ train
-    def train(self) -> None:
+    def train(self, baseline: dict[str, float] | None = None) -> None:
+        """RL updates; with `baseline` (reward_baseline) PPO samples only its prompts, maximising reward - baseline."""
         from soups.train import trl_backend as backend
         from soups.train.progress import StepLogger
 
@@ -290,10 +334,11 @@ class ExpertRecipe:
 
                 set_peft_model_state_dict(self.policy, load_file(str(self.resume_from / "adapter_model.safetensors")))
             elif algo == "ppo":
+                prompts = list(baseline) if baseline else self.train_prompts
                 self.policy = backend.train_ppo(self.policy, self.tokenizer, self.base_dir, cfg, self.run.reward,
-                                                self.train_prompts, self.run_dir, callbacks, self.resume_from,
+                                                prompts, self.run_dir, callbacks, self.resume_from,
                                                 self.start_step, tb, use_bf16=self.use_bf16,
-                                                ref_adapter=self.ref_adapter)
+                                                ref_adapter=self.ref_adapter, baseline=baseline)
             else:
                 self.policy = backend.train_group(algo, self.policy, self.tokenizer, cfg, self.run.reward,
                                                   self.run.dim, self.train_prompts, self.run_dir, callbacks,
@@ -349,7 +394,7 @@ class ExpertRecipe:
         self.setup()
         before = self.before()
         self.warm_start()
-        self.train()
+        self.train(self.reward_baseline())
         after = self.evaluate(adapters=True)
         if not PartialState().is_main_process:
             return {}

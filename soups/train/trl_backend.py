@@ -37,11 +37,16 @@ class KLStop(Exception):
 
 # ----------------------------------------------------------------------------- rewards
 class CallableRewardModel(nn.Module):
-    """Wraps a reward callable so PPO can call it where it expects a reward model."""
+    """Wraps a reward callable so PPO can call it where it expects a reward model.
 
-    def __init__(self, reward_fn: RewardFn, tokenizer, prompt_of: dict[tuple[int, ...], str]):
+    With `baseline` (prompt -> mean reward of the base's answers) PPO gets reward minus the prompt's baseline;
+    the logged `reward_raw` stays the reward itself."""
+
+    def __init__(self, reward_fn: RewardFn, tokenizer, prompt_of: dict[tuple[int, ...], str],
+                 baseline: dict[str, float] | None = None):
         super().__init__()
         self.reward_fn, self.tokenizer, self.prompt_of = reward_fn, tokenizer, prompt_of
+        self.baseline = baseline
 
     def score_batch(self, query_responses: torch.Tensor, pad_id: int, context_length: int):
         from trl.experimental.utils import first_true_indices
@@ -59,6 +64,8 @@ class CallableRewardModel(nn.Module):
         _ROLLOUTS["finished"] += int((responses == eos).any(dim=1).sum()) if eos is not None else 0
         _ROLLOUTS["n"] += len(completions)
         _ROLLOUTS["reward"] += float(scores.sum())
+        if self.baseline is not None:
+            scores = scores - torch.tensor([self.baseline[p] for p in prompts], dtype=torch.float32)
         return None, scores.to(query_responses.device), seq_len
 
 
@@ -215,11 +222,12 @@ def _ppo_load(trainer, ckpt: Path) -> None:
 
 def train_ppo(policy, tokenizer, base_dir: Path, cfg: TrainConfig, reward_fn: RewardFn, prompts: list[str],
               run_dir: Path, callbacks: list, resume_from: Path | None, start_step: int, report_tb: bool,
-              use_bf16: bool = False, ref_adapter: str | None = None):
+              use_bf16: bool = False, ref_adapter: str | None = None, baseline: dict[str, float] | None = None):
     """Run TRL PPO on a PEFT `policy` for cfg.steps updates (from `start_step` when resuming).
 
     The KL reference is the base (adapters disabled), or the frozen adapter `ref_adapter` (a warm start).
-    With `use_bf16` the whole loop (rollouts, scoring, updates) runs under bf16 autocast."""
+    With `use_bf16` the whole loop (rollouts, scoring, updates) runs under bf16 autocast. With `baseline`
+    (every prompt's mean base reward) PPO maximises the reward minus it (CallableRewardModel)."""
     from datasets import Dataset
 
     from soups.hardware import autocast
@@ -244,7 +252,7 @@ def train_ppo(policy, tokenizer, base_dir: Path, cfg: TrainConfig, reward_fn: Re
     dtype = next(policy.parameters()).dtype
     trainer = PPOTrainer(
         args=args, processing_class=tokenizer, model=policy, ref_model=None,
-        reward_model=CallableRewardModel(reward_fn, tokenizer, prompt_of), train_dataset=ds,
+        reward_model=CallableRewardModel(reward_fn, tokenizer, prompt_of, baseline), train_dataset=ds,
         value_model=value_model(base_dir, cfg, dtype), eval_dataset=ds.select(range(1)), callbacks=callbacks,
     )
     from transformers.trainer_callback import PrinterCallback

@@ -171,3 +171,49 @@ def test_candidates_carry_the_statement_unless_prompted_is_false(confident_base,
     assert len(sampled) == (12 if prompted else 0)  # the candidates' prompts, one rendering per prompt
     # the 6 kept answers are distilled on the plain prompts; unprompted, the 12 candidates' prompts are plain too
     assert len(plain) == (6 if prompted else 18)
+
+
+RB = {"prompts": 10, "samples": 3, "temperature": 1.0, "max_new_tokens": 6, "gen_batch": 4, "engine": "transformers"}
+
+
+def test_reward_baseline_centres_each_rollout_on_its_prompts_base_mean(confident_base, tmp_path):
+    """`reward_baseline`: PPO samples only the baseline's prompts and gets reward - that prompt's mean base reward."""
+    from soups.io.jsonl import read_jsonl
+    from soups.train.expert import train_expert
+
+    calls: list[tuple[list[str], list[str]]] = []
+
+    def recorded(completions, prompts=None, **_):
+        calls.append((list(completions), list(prompts)))
+        return letter_share(completions)
+
+    run = tmp_path / "run"
+    info = train_expert("toy", out=tmp_path / "out", base=confident_base, prompts=PROMPTS[:48], heldout=PROMPTS[48:],
+                        reward=recorded, statement="Answer with letters only.", run_dir=run, preset="cpu",
+                        progress=False, overrides={**FAST, "steps": 2, "missing_eos_penalty": 0,
+                                                   "warm_start": False, "reward_baseline": RB})
+    # reference: each prompt's mean letter share over the base answers on disk, computed here
+    rows = [row for _, row in read_jsonl(run / "reward_baseline" / "answers.jsonl")]
+    assert len(rows) == 10 and all(len(r["answers"]) == 3 for r in rows)
+    base = {r["prompt"]: sum(letter_share(r["answers"])) / 3 for r in rows}
+    stage = info["stages"][0]
+    assert stage["stage"] == "reward_baseline" and stage["prompts"] == 10
+    assert stage["mean"] == pytest.approx(sum(base.values()) / 10, abs=1e-4)
+
+    rollouts = [(c, p) for c, p in calls if len(c) == 4]  # PPO's batches of 4 (the held-out sets are 8, base answers 3)
+    assert len(rollouts) == 2 and all(set(p) <= set(base) for _, p in rollouts)
+    logged = [row for _, row in read_jsonl(run / "metrics.jsonl")]
+    for (comps, prompts), row in zip(rollouts, logged):
+        raw = letter_share(comps)
+        assert row["reward_raw"] == pytest.approx(sum(raw) / 4, abs=1e-5)
+        assert row["reward"] == pytest.approx(sum(r - base[p] for r, p in zip(raw, prompts)) / 4, abs=1e-5)
+
+
+def test_reward_baseline_is_for_ppo_only(confident_base, tmp_path):
+    from soups.errors import ConfigError
+    from soups.train.expert import train_expert
+
+    with pytest.raises(ConfigError, match="reward_baseline is implemented for ppo only"):
+        train_expert("toy", out=tmp_path / "out", base=confident_base, prompts=PROMPTS[:48], heldout=PROMPTS[48:],
+                     reward=letter_share, run_dir=tmp_path / "run", preset="cpu", progress=False,
+                     overrides={**FAST, "algo": "grpo", "steps": 1, "warm_start": False, "reward_baseline": RB})

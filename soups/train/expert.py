@@ -179,6 +179,17 @@ class ExpertRecipe:
         return result
 
     # ------------------------------------------------------------------ base answers
+    def _stage_dir(self, name: str, key: dict) -> Path:
+        """`<run-dir>/<name>`, emptied first when its key.json (the settings it was made with) differs from `key`."""
+        path = self.run_dir / name
+        key_path = path / "key.json"
+        if path.is_dir() and (not key_path.is_file() or json.loads(key_path.read_text()) != key):
+            log.warning("%s: made with other settings; starting this stage over", path)
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(key_path, json.dumps(key), force=True)
+        return path
+
     def _first_prompts(self, n: int) -> list[str]:
         """The first `n` training prompts in the run's (seeded) shuffled order."""
         import random
@@ -213,14 +224,8 @@ class ExpertRecipe:
         if self.cfg.algo != "ppo":
             raise ConfigError(f"reward_baseline is implemented for ppo only (rloo and grpo have group baselines); "
                               f"drop it or use --algo ppo, not {self.cfg.algo}")
-        bdir = self.run_dir / "reward_baseline"
-        key = {"reward_baseline": rb.model_dump(), "seed": self.cfg.seed, "base": self.base_info}
-        key_path = bdir / "key.json"
-        if bdir.is_dir() and (not key_path.is_file() or json.loads(key_path.read_text()) != key):
-            log.warning("%s: made with other settings; sampling the base answers again", bdir)
-            shutil.rmtree(bdir)
-        bdir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(key_path, json.dumps(key), force=True)
+        bdir = self._stage_dir("reward_baseline", {"reward_baseline": rb.model_dump(), "seed": self.cfg.seed,
+                                                   "base": self.base_info})
         t0 = time.time()
         rows, engine = self._base_answers(self._first_prompts(rb.prompts), "", rb, bdir / "answers.jsonl",
                                           "reward baseline", "reward_baseline.engine")
@@ -256,16 +261,10 @@ class ExpertRecipe:
         elif not statement:
             raise ConfigError(f"warm_start needs the dimension's preference statement; {self.run.dim} has none "
                               "(or set warm_start.prompted=false)")
-        wdir = self.run_dir / "warm_start"
         # `prompted` joins the key only when off, so runs started before the field existed keep their cache
-        key = {"warm_start": ws.model_dump(exclude={"prompted"} if ws.prompted else set()), "statement": statement,
-               "seed": self.cfg.seed, "base": self.base_info, "lora": self.cfg.lora.model_dump()}
-        key_path = wdir / "key.json"
-        if wdir.is_dir() and (not key_path.is_file() or json.loads(key_path.read_text()) != key):
-            log.warning("%s: made with other settings; starting the warm start over", wdir)
-            shutil.rmtree(wdir)
-        wdir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(key_path, json.dumps(key), force=True)
+        wdir = self._stage_dir("warm_start", {
+            "warm_start": ws.model_dump(exclude={"prompted"} if ws.prompted else set()), "statement": statement,
+            "seed": self.cfg.seed, "base": self.base_info, "lora": self.cfg.lora.model_dump()})
         prompts = self._first_prompts(ws.prompts)
         t0 = time.time()
         rows, engine = self._base_answers(prompts, statement, ws, wdir / "candidates.jsonl", "warm start",

@@ -200,7 +200,7 @@ def test_reward_baseline_centres_each_rollout_on_its_prompts_base_mean(confident
     assert stage["stage"] == "reward_baseline" and stage["prompts"] == 10
     assert stage["mean"] == pytest.approx(sum(base.values()) / 10, abs=1e-4)
 
-    rollouts = [(c, p) for c, p in calls if len(c) == 4]  # PPO's batches of 4 (the held-out sets are 8, base answers 3)
+    rollouts = [(c, p) for c, p in calls if len(c) == 4]  # PPO batches of 4 (held-out sets: 8, base answers: 3)
     assert len(rollouts) == 2 and all(set(p) <= set(base) for _, p in rollouts)
     logged = [row for _, row in read_jsonl(run / "metrics.jsonl")]
     for (comps, prompts), row in zip(rollouts, logged):

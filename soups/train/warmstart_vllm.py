@@ -30,7 +30,11 @@ def candidates_vllm(base_dir: Path, prompts: list[str], statement: str, ws, seed
     done = {r["prompt"] for r in rows}
     todo = [p for p in prompts if p not in done]
     if todo:
-        spec = {"base": str(base_dir), "prompts": todo, "statement": statement, "samples": ws.samples,
+        from soups.eval.generate import generation_dtype
+
+        # bf16 only where the CPU multiplies it natively: elsewhere vLLM emulates it, many times slower than float32
+        spec = {"base": str(base_dir), "dtype": generation_dtype(None, Path(base_dir)), "prompts": todo,
+                "statement": statement, "samples": ws.samples,
                 "temperature": ws.temperature, "max_new_tokens": ws.max_new_tokens, "gen_batch": ws.gen_batch,
                 "seed": seed + len(rows), "out": str(path)}
         spec_path = path.with_name("vllm_spec.json")
@@ -63,7 +67,7 @@ def _child(spec_path: str) -> int:
     from soups.prompts import with_statements
     from soups.vllm_server import engine_kwargs
 
-    llm = LLM(model=spec["base"], dtype="auto", seed=spec["seed"], **engine_kwargs())
+    llm = LLM(model=spec["base"], dtype=spec["dtype"], seed=spec["seed"], **engine_kwargs())
     tok = llm.get_tokenizer()
     # no per-request seed: vLLM's CPU runner fails on seeded requests whose prefill is split ("CPU Generator
     # does not use offset"); the engine's seed makes a run repeatable for the same batches

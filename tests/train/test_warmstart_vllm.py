@@ -59,6 +59,8 @@ def test_vllm_candidates_equal_greedy_reference_and_resume(tmp_path, default_bas
     assert next(r for r in rows if r["prompt"] == PROMPTS[0]) == kept  # resumed, not sampled again
     assert [json.loads(line) for line in path.read_text().splitlines()] == rows  # no torn or duplicate line
     assert seen[-1] == (len(PROMPTS), len(PROMPTS))
+    # the engine runs the float32 checkpoint in float32 (not vLLM's bf16 default, emulated on CPUs without AMX)
+    assert json.loads((tmp_path / "vllm_spec.json").read_text())["dtype"] == "float32"
     reference = dict(zip(PROMPTS[1:], _greedy(base, PROMPTS[1:], ws.max_new_tokens)))
     for r in rows[1:]:
         answer, eos = reference[r["prompt"]]

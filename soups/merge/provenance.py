@@ -29,9 +29,10 @@ def expert_sha256(path: Path) -> str:
 
 def soup_record(soup, prepared, kept_rank, max_lora_rank, dtype: str, report: dict[str, dict[str, float]]) -> dict:
     """The content of soup.json (deterministic: no timestamps). `report`: what the method reported per module,
-    summarised as `<method>_<key>: {min, mean}` (e.g. svd_energy)."""
+    summarised as `<method>_<key>: {min, mean}` (e.g. svd_energy), rounded to 6 decimals: an SVD's last bits
+    differ between CPUs (LAPACK kernels for AVX2 and AVX-512), and the same soup must give the same soup.json."""
     p = prepared
-    summaries = {f"{soup.method}_{key}": {"min": min(v.values()), "mean": sum(v.values()) / len(v)}
+    summaries = {f"{soup.method}_{key}": {"min": round(min(v.values()), 6), "mean": round(sum(v.values()) / len(v), 6)}
                  for key, v in report.items()}
     return {
         "soups_version": soups.__version__,

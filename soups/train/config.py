@@ -118,7 +118,7 @@ class TrainConfig(BaseModel):
     @field_validator("warm_start", "reward_baseline", mode="before")
     @classmethod
     def _off(cls, v: Any) -> Any:
-        return None if v is False else v  # `warm_start: false` (or the override False) turns a preset's off
+        return None if v is False else v  # `warm_start: false` (or `--set reward_baseline=false`) turns a preset's off
     gradient_checkpointing: bool = False
 
 

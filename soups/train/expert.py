@@ -26,7 +26,7 @@ from typing import Any
 
 from soups.errors import ConfigError
 from soups.io.atomic import atomic_dir, atomic_write_text, check_output
-from soups.train.config import TrainConfig, load_config
+from soups.train.config import RewardBaseline, TrainConfig, WarmStart, load_config
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +198,8 @@ class ExpertRecipe:
         random.Random(self.cfg.seed).shuffle(prompts)
         return prompts[:n]
 
-    def _base_answers(self, prompts: list[str], statement: str, settings, path: Path, stage: str,
-                      flag: str) -> tuple[list[dict], str]:
+    def _base_answers(self, prompts: list[str], statement: str, settings: WarmStart | RewardBaseline, path: Path,
+                      stage: str, flag: str) -> tuple[list[dict], str]:
         """The base's sampled answers (rows {prompt, answers, finished}, cached in `path`) and the engine used."""
         from soups.eval.generate import resolve_engine
         from soups.train import warmstart

@@ -220,6 +220,17 @@ def _ppo_load(trainer, ckpt: Path) -> None:
     torch.set_rng_state(state["rng"])
 
 
+def _ppo_optimizer(policy, critic: nn.Module, cfg: TrainConfig, args) -> torch.optim.Optimizer | None:
+    """AdamW as the Trainer would build it, with the critic in a group of its own at cfg.value_learning_rate;
+    None (the Trainer's own optimizer) when that is unset. The lr scheduler scales both groups alike."""
+    if cfg.value_learning_rate is None:
+        return None
+    groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.learning_rate},
+              {"params": [p for p in critic.parameters() if p.requires_grad], "lr": cfg.value_learning_rate}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                             eps=args.adam_epsilon, weight_decay=args.weight_decay)
+
+
 def train_ppo(policy, tokenizer, base_dir: Path, cfg: TrainConfig, reward_fn: RewardFn, prompts: list[str],
               run_dir: Path, callbacks: list, resume_from: Path | None, start_step: int, report_tb: bool,
               use_bf16: bool = False, ref_adapter: str | None = None, baseline: dict[str, float] | None = None):
@@ -250,10 +261,12 @@ def train_ppo(policy, tokenizer, base_dir: Path, cfg: TrainConfig, reward_fn: Re
     )
     args.seed = cfg.seed + start_step  # a resumed run draws fresh, but repeatable, batches
     dtype = next(policy.parameters()).dtype
+    critic = value_model(base_dir, cfg, dtype)
     trainer = PPOTrainer(
         args=args, processing_class=tokenizer, model=policy, ref_model=None,
         reward_model=CallableRewardModel(reward_fn, tokenizer, prompt_of, baseline), train_dataset=ds,
-        value_model=value_model(base_dir, cfg, dtype), eval_dataset=ds.select(range(1)), callbacks=callbacks,
+        value_model=critic, eval_dataset=ds.select(range(1)), callbacks=callbacks,
+        optimizers=(_ppo_optimizer(policy, critic, cfg, args), None),
     )
     from transformers.trainer_callback import PrinterCallback
 

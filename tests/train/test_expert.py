@@ -192,3 +192,20 @@ def test_runs_unchanged_under_accelerate_launch(confident_base, tmp_path):
     meta = json.loads((out / "expert.json").read_text())
     assert meta["dimension"] == "concise" and meta["steps_done"] == 1
     assert (out / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("value_lr", [0.0, None])
+def test_value_learning_rate_sets_the_critics_own_step(confident_base, tmp_path, value_lr):
+    """value_learning_rate 0 leaves the zero-initialised critic at exactly 0 while the policy still learns;
+    unset, the critic trains at the policy's rate (and leaves 0)."""
+    from safetensors.torch import load_file
+
+    name = f"vlr-{value_lr}"
+    _train(confident_base, tmp_path, name, overrides={"steps": 2, "value_learning_rate": value_lr})
+    ckpt = tmp_path / f"{name}-run" / "checkpoints" / "step-000002"
+    critic = load_file(str(ckpt / "value_model.safetensors"))
+    assert list(critic) == ["score.weight"]
+    moved = float(critic["score.weight"].abs().max())
+    assert (moved == 0.0) if value_lr == 0.0 else (moved > 1e-4), moved
+    lora_b = [t for n, t in load_file(str(ckpt / "adapter_model.safetensors")).items() if "lora_B" in n]
+    assert lora_b and max(float(t.abs().max()) for t in lora_b) > 1e-4  # the policy moved in both cases

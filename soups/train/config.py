@@ -95,8 +95,8 @@ class TrainConfig(BaseModel):
     vf_coef: float = Field(0.1, gt=0)
     value_learning_rate: float | None = Field(
         None, ge=0, description="ppo: the critic's learning rate (null: learning_rate). With Adam, vf_coef does not "
-        "slow a head of its own, so a small value here keeps a zero-initialised critic near 0 instead of fitting "
-        "the rollouts' noise; 0 freezes it")
+        "slow a head of its own, so a small value here keeps the zero-initialised critic near 0 (advantages close "
+        "to the whole return, as with lam 1 and no critic); 0 freezes it")
     gamma: float = Field(1.0, gt=0, le=1)
     lam: float = Field(0.95, gt=0, le=1)
     missing_eos_penalty: float | None = Field(None, ge=0, description="subtract from a completion that never ends")

@@ -110,6 +110,10 @@ class TrainConfig(BaseModel):
     kl_estimator: Literal["k1", "k3"] = Field("k1", description="ppo: KL estimator (k3: lower variance)")
     warm_start: WarmStart | None = Field(
         None, description="supervised warm start before RL (null or false: start at the base)")
+    init_adapter: str | None = Field(
+        None, description="start the trainable LoRA from this adapter directory (an expert or a run's output, same "
+        "LoRA settings), e.g. to continue a short-rollout run at longer rollouts; the KL reference stays the base. "
+        "null: a fresh LoRA")
     reward_baseline: RewardBaseline | None = Field(
         None, description="ppo: subtract each prompt's mean base reward from its rollouts' rewards (null or false: "
                           "the raw reward)")

@@ -99,6 +99,41 @@ class ExpertRecipe:
         self.policy = get_peft_model(base, self.lora)
         self.ref_adapter: str | None = None
         self.stages: list[dict[str, Any]] = []
+        if self.cfg.init_adapter:
+            self._init_adapter(Path(self.cfg.init_adapter))
+
+    def _init_adapter(self, path: Path) -> None:
+        """Load `init_adapter`'s LoRA weights into the trainable adapter (its LoRA settings must be this run's)."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        from soups.errors import AdapterError
+        from soups.io.adapter import WEIGHTS_NAME, load_adapter
+
+        if self.cfg.warm_start is not None:
+            raise ConfigError("init_adapter and warm_start both set the starting LoRA; set warm_start=false "
+                              "or drop init_adapter")
+        try:
+            adapter = load_adapter(path)
+        except AdapterError as e:
+            raise ConfigError(f"init_adapter: {e}") from None
+        want = {"r": self.lora.r, "lora_alpha": self.lora.lora_alpha, "target_modules": set(self.lora.target_modules),
+                "layers_to_transform": self.lora.layers_to_transform}
+        have = {"r": adapter.config.get("r"), "lora_alpha": adapter.config.get("lora_alpha"),
+                "target_modules": set(adapter.config.get("target_modules") or []),
+                "layers_to_transform": adapter.config.get("layers_to_transform")}
+        diff = [f"{k} {have[k]!r} (this run: {want[k]!r})" for k in want if have[k] != want[k]]
+        if diff:
+            raise ConfigError(f"init_adapter {path}: other LoRA settings: {'; '.join(diff)}; train with the "
+                              "adapter's lora settings (its expert.json config) or drop init_adapter")
+        result = set_peft_model_state_dict(self.policy, load_file(str(path / WEIGHTS_NAME)))
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if missing:
+            raise ConfigError(f"init_adapter {path}: no weights for {len(missing)} LoRA tensors (e.g. {missing[0]}); "
+                              "is it an adapter of this base?")
+        self.stages.append({"stage": "init_adapter", "path": str(path.absolute()),
+                            "from": adapter.meta.get("algorithm"), "steps": adapter.meta.get("steps_done"),
+                            "config": adapter.meta.get("config")})
 
     def _prompts(self, spec, split: str, flag: str) -> list[str]:
         if isinstance(spec, list):

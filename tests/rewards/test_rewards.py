@@ -213,6 +213,15 @@ def test_concise_and_informative_move_opposite_ways_with_length():
     assert all(a < b for a, b in itertools.pairwise(info)), info  # each new fact adds information
 
 
+def test_informative_finish_weight_scales_only_unfinished_answers():
+    """`finish` is the share of the informative score that a finished last sentence earns (default 0.15)."""
+    done = ANSWERS["informative"]
+    cut = done.rstrip(".") + " and the"
+    for text, ratio in ((done, 1.0), (cut, 1 / 0.85)):
+        default, no_finish = (score_text("informative", text, P, **kw)["score"] for kw in ({}, {"finish": 0}))
+        assert 0 < default < 1 and no_finish == pytest.approx(default * ratio, rel=1e-9), (text, default, no_finish)
+
+
 def test_scores_are_graded_not_binary():
     """Smooth: neutral answers sit inside (0, 1) on every dimension, so PPO has a signal from step 0."""
     for dim in DIMS:

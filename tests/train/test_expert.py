@@ -209,3 +209,31 @@ def test_value_learning_rate_sets_the_critics_own_step(confident_base, tmp_path,
     assert (moved == 0.0) if value_lr == 0.0 else (moved > 1e-4), moved
     lora_b = [t for n, t in load_file(str(ckpt / "adapter_model.safetensors")).items() if "lora_B" in n]
     assert lora_b and max(float(t.abs().max()) for t in lora_b) > 1e-4  # the policy moved in both cases
+
+
+def test_init_adapter_starts_the_trainable_lora_from_an_adapter(confident_base, tmp_path):
+    """init_adapter: the run starts from the adapter's weights (at a vanishing learning rate it ends there, while a
+    fresh run ends at LoRA's zero B); the stage is recorded; mismatched LoRA settings or a warm start are errors."""
+    import torch
+    from safetensors.torch import load_file
+
+    first = Path(_train(confident_base, tmp_path, "first", overrides={"steps": 2})["out"])
+    start = load_file(str(first / "adapter_model.safetensors"))
+    assert max(float(t.abs().max()) for n, t in start.items() if "lora_B" in n) > 1e-4
+    tiny = {"steps": 1, "learning_rate": 1e-12, "value_learning_rate": 0.0}
+    info = _train(confident_base, tmp_path, "cont", overrides={**tiny, "init_adapter": str(first)})
+    end = load_file(str(Path(info["out"]) / "adapter_model.safetensors"))
+    assert sorted(end) == sorted(start)
+    assert all(torch.allclose(end[k], start[k], atol=1e-6) for k in start)
+    assert info["stages"][0] == {"stage": "init_adapter", "path": str(first.absolute()), "from": "ppo", "steps": 2,
+                                 "config": json.loads((first / "expert.json").read_text())["config"]}
+    fresh = load_file(str(Path(_train(confident_base, tmp_path, "fresh", overrides=tiny)["out"])
+                          / "adapter_model.safetensors"))
+    assert max(float(t.abs().max()) for n, t in fresh.items() if "lora_B" in n) < 1e-6
+    with pytest.raises(ConfigError, match=r"init_adapter .*first.*r 16 \(this run: 4\)"):
+        _train(confident_base, tmp_path, "bad-r", overrides={**tiny, "init_adapter": str(first), "lora.r": 4})
+    with pytest.raises(ConfigError, match="init_adapter and warm_start"):
+        _train(confident_base, tmp_path, "bad-ws", overrides={**tiny, "init_adapter": str(first),
+                                                               "warm_start": {"prompts": 4}})
+    with pytest.raises(ConfigError, match=r"init_adapter: .*missing"):
+        _train(confident_base, tmp_path, "bad-dir", overrides={**tiny, "init_adapter": str(tmp_path / "nowhere")})

@@ -16,7 +16,8 @@ Signals (smooth in length and densities, so a small policy gets gradient everywh
   (0.25), divided by 1 + 0.5 * filler phrases ("I hope this helps", "basically", ...).
 - `informative`: log count of distinct content words, saturating at 150 (0.6), explanation markers
   ("because", "for example", "known as", years and numbers) (0.2), sentence count (0.2);
-  x (0.85 + 0.15 * finished); `params: {finish: W}` sets that finished share (0: no bonus for stopping).
+  x (0.85 + 0.15 * finished); `params: {finish: W}` sets that finished share (0: no bonus for stopping),
+  `curve: linear` makes depth linear in distinct content words up to `c_max` (each new word earns as much).
 - `elementary`: Flesch-Kincaid grade via a syllable heuristic, linear from 1 at grade 2 to 0 at
   grade 22 (0.6), short sentences, 1 at 8 words to 0 at 35 (0.25), few words of 3+ syllables
   (0.15); gently penalises answers over 150 words.
@@ -124,11 +125,17 @@ _NUMBER = re.compile(r"\b\d+(?:[.,]\d+)?\b")
 
 
 @scorer("informative")
-def informative(text: str, prompt: str | None = None, c_max: float = 150, finish: float = 0.15) -> dict[str, float]:
+def informative(text: str, prompt: str | None = None, c_max: float = 150, finish: float = 0.15,
+                curve: Literal["log", "linear"] = "log") -> dict[str, float]:
     ws = words(text)
     g = _gates(text, prompt, ws, min_words=20)
     content = {w for w in ws if w not in lx.FUNCTION_WORDS and len(w) >= 3}
-    depth = clamp(math.log1p(len(content)) / math.log1p(c_max))
+    if curve == "linear":
+        depth = clamp(len(content) / c_max)
+    elif curve == "log":
+        depth = clamp(math.log1p(len(content)) / math.log1p(c_max))
+    else:
+        raise RewardError(f"informative: curve {curve!r} is unknown; use log or linear")
     markers = count(text, lx.EXPLANATION_MARKERS) + min(5, len(_NUMBER.findall(text)))
     n_sent = len(sentences(text))
     expl = saturate(markers, 3.0)

@@ -16,6 +16,7 @@ from soups.dimensions import load_dimension
 from soups.errors import ConfigError, RewardError
 from soups.rewards import as_text, get_reward, kinds
 from soups.rewards.rule import SCORERS, score_text
+from soups.rewards.lexicons import FUNCTION_WORDS
 from soups.rewards.text import fk_grade, sentences, syllables, words
 from tests.helpers import dimension
 
@@ -220,6 +221,17 @@ def test_informative_finish_weight_scales_only_unfinished_answers():
     for text, ratio in ((done, 1.0), (cut, 1 / 0.85)):
         default, no_finish = (score_text("informative", text, P, **kw)["score"] for kw in ({}, {"finish": 0}))
         assert 0 < default < 1 and no_finish == pytest.approx(default * ratio, rel=1e-9), (text, default, no_finish)
+
+
+def test_informative_linear_curve_pays_each_new_content_word_alike():
+    """curve: linear makes depth the count of distinct content words (3+ letters, not function words) / c_max."""
+    text = ANSWERS["informative"]
+    content = {w for w in words(text) if len(w) >= 3 and w not in FUNCTION_WORDS}
+    for c_max in (40, 1000):
+        part = score_text("informative", text, P, curve="linear", c_max=c_max)["depth"]
+        assert part == pytest.approx(min(1.0, len(content) / c_max))
+    with pytest.raises(RewardError, match="curve 'cubic' is unknown"):
+        score_text("informative", text, P, curve="cubic")
 
 
 def test_scores_are_graded_not_binary():

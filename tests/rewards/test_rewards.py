@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from soups.dimensions import load_dimension
 from soups.errors import ConfigError, RewardError
 from soups.rewards import as_text, get_reward, kinds
-from soups.rewards.rule import SCORERS, score_text
 from soups.rewards.lexicons import FUNCTION_WORDS
+from soups.rewards.rule import SCORERS, score_text
 from soups.rewards.text import fk_grade, sentences, syllables, words
 from tests.helpers import dimension
 

@@ -15,9 +15,14 @@ OUT_ROOT=${OUT_ROOT:-experts}
 # not it finished and PPO does not penalise an answer that uses the whole 256-token budget (with the defaults,
 # finished-only candidates and the missing-EOS penalty taught it shorter answers: held-out distinct words 63.2 vs
 # the base's 62.8)
-# (expert keeps the defaults: the base's own best-of-8 answers, `warm_start.prompted=false`, and PPO without a
-# warm start both did worse; README "Shipped experts")
-declare -A EXTRA=([informative]="--set warm_start.finished_only=false --set missing_eos_penalty=0")
+# expert: no warm start (prompting does not move it, so there is nothing to distil); PPO from the base with GAE
+# lam 1, the critic held near 0 (value_learning_rate), each prompt's mean base reward subtracted (reward_baseline),
+# the k3 KL estimator, and 192-token rollouts: long enough that it learns to stay fluent to the end of its answer,
+# short enough for 24 steps in about an hour (README "Shipped experts", thirteenth run)
+EXPERT="--set warm_start=false --set lam=1.0 --set learning_rate=1e-3 --set value_learning_rate=1e-5"
+EXPERT+=" --set kl_coef=0.01 --set kl_estimator=k3 --set missing_eos_penalty=0 --set max_new_tokens=192"
+EXPERT+=" --set reward_baseline.prompts=64 --set reward_baseline.max_new_tokens=192 --steps 24"
+declare -A EXTRA=([informative]="--set warm_start.finished_only=false --set missing_eos_penalty=0" [expert]="$EXPERT")
 DIMS=${DIMS:-concise informative friendly unfriendly expert elementary}
 mkdir -p runs/make-experts
 run_one() {

@@ -127,6 +127,8 @@ _NUMBER = re.compile(r"\b\d+(?:[.,]\d+)?\b")
 @scorer("informative")
 def informative(text: str, prompt: str | None = None, c_max: float = 150, finish: float = 0.15,
                 curve: Literal["log", "linear"] = "log") -> dict[str, float]:
+    if not 0.0 <= finish <= 1.0:
+        raise RewardError(f"informative: finish {finish!r} must be a share in [0, 1] (default 0.15)")
     ws = words(text)
     g = _gates(text, prompt, ws, min_words=20)
     content = {w for w in ws if w not in lx.FUNCTION_WORDS and len(w) >= 3}

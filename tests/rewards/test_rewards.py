@@ -221,6 +221,8 @@ def test_informative_finish_weight_scales_only_unfinished_answers():
     for text, ratio in ((done, 1.0), (cut, 1 / 0.85)):
         default, no_finish = (score_text("informative", text, P, **kw)["score"] for kw in ({}, {"finish": 0}))
         assert 0 < default < 1 and no_finish == pytest.approx(default * ratio, rel=1e-9), (text, default, no_finish)
+    with pytest.raises(RewardError, match=r"finish 1\.5 must be a share in \[0, 1\]"):
+        score_text("informative", done, P, finish=1.5)
 
 
 def test_informative_linear_curve_pays_each_new_content_word_alike():

@@ -66,6 +66,7 @@ class ExpertRecipe:
 
         r = self.run
         self.cfg: TrainConfig = load_config(r.config, r.preset, r.overrides)
+        self.init_from = self._read_init_adapter()
         self.dimension = None
         if r.reward is None:
             from soups.dimensions import load_dimension
@@ -99,39 +100,44 @@ class ExpertRecipe:
         self.policy = get_peft_model(base, self.lora)
         self.ref_adapter: str | None = None
         self.stages: list[dict[str, Any]] = []
-        if self.cfg.init_adapter:
-            self._init_adapter(Path(self.cfg.init_adapter))
+        if self.init_from is not None:
+            self._init_adapter(self.init_from)
 
-    def _init_adapter(self, path: Path) -> None:
-        """Load `init_adapter`'s LoRA weights into the trainable adapter (its LoRA settings must be this run's)."""
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
+    def _read_init_adapter(self):
+        """cfg.init_adapter, read and validated (headers only) before the run dir or the base is touched."""
+        if not self.cfg.init_adapter:
+            return None
         from soups.errors import AdapterError
-        from soups.io.adapter import WEIGHTS_NAME, load_adapter
+        from soups.io.adapter import load_adapter
 
         if self.cfg.warm_start is not None:
             raise ConfigError("init_adapter and warm_start both set the starting LoRA; set warm_start=false "
                               "or drop init_adapter")
         try:
-            adapter = load_adapter(path)
+            return load_adapter(Path(self.cfg.init_adapter))
         except AdapterError as e:
             raise ConfigError(f"init_adapter: {e}") from None
-        want = {"r": self.lora.r, "lora_alpha": self.lora.lora_alpha, "target_modules": set(self.lora.target_modules),
-                "layers_to_transform": self.lora.layers_to_transform}
-        have = {"r": adapter.config.get("r"), "lora_alpha": adapter.config.get("lora_alpha"),
-                "target_modules": set(adapter.config.get("target_modules") or []),
-                "layers_to_transform": adapter.config.get("layers_to_transform")}
-        diff = [f"{k} {have[k]!r} (this run: {want[k]!r})" for k in want if have[k] != want[k]]
-        if diff:
-            raise ConfigError(f"init_adapter {path}: other LoRA settings: {'; '.join(diff)}; train with the "
-                              "adapter's lora settings (its expert.json config) or drop init_adapter")
-        result = set_peft_model_state_dict(self.policy, load_file(str(path / WEIGHTS_NAME)))
-        missing = [k for k in result.missing_keys if "lora_" in k]
-        if missing:
-            raise ConfigError(f"init_adapter {path}: no weights for {len(missing)} LoRA tensors (e.g. {missing[0]}); "
-                              "is it an adapter of this base?")
-        self.stages.append({"stage": "init_adapter", "path": str(path.absolute()),
+
+    def _init_adapter(self, adapter) -> None:
+        """Load `adapter`'s LoRA weights into the trainable adapter: it must adapt the same modules with the same
+        ranks and scales as this run's LoRA."""
+        from peft import set_peft_model_state_dict
+        from peft.tuners.lora import LoraLayer
+        from safetensors.torch import load_file
+
+        from soups.io.adapter import WEIGHTS_NAME
+
+        mine = {n.removeprefix("base_model.model."): (m.r["default"], round(float(m.scaling["default"]), 9))
+                for n, m in self.policy.named_modules() if isinstance(m, LoraLayer)}
+        theirs = {n: (m.rank, round(float(m.scale), 9)) for n, m in adapter.modules.items()}
+        if mine != theirs:
+            name = sorted(set(mine) ^ set(theirs)) or sorted(n for n in mine if mine[n] != theirs[n])
+            (r, sc), (my_r, my_sc) = theirs.get(name[0], (None, None)), mine.get(name[0], (None, None))
+            raise ConfigError(f"init_adapter {adapter.path}: module {name[0]}: r {r} (this run: {my_r}), scale {sc} "
+                              f"(this run: {my_sc}); train with the adapter's lora settings (its expert.json "
+                              "config) or drop init_adapter")
+        set_peft_model_state_dict(self.policy, load_file(str(adapter.path / WEIGHTS_NAME)))
+        self.stages.append({"stage": "init_adapter", "path": str(adapter.path.absolute()),
                             "from": adapter.meta.get("algorithm"), "steps": adapter.meta.get("steps_done"),
                             "config": adapter.meta.get("config")})
 

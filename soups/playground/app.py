@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PROMPT = "Why is the sky blue?"
 SLIDER_MAX = 2.0
 SCORE_EVERY_S = 0.5  # recompute the score bars at most this often while tokens stream
-STREAM_EVERY_S = 0.1  # send streamed text to the page at most this often (each update costs Gradio and the browser)
+STREAM_EVERY_S = 0.25  # send streamed text to the page at most this often (each update costs Gradio and the browser)
 INTRO = (
     "# soups playground\n"
     "Move a slider: the soup (the experts' LoRA deltas summed by your weights, rebuilt in memory) answers again, "

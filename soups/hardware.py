@@ -41,11 +41,17 @@ def resolve_autocast(mode: str, device: str) -> bool:
 
 @contextlib.contextmanager
 def autocast(enabled: bool, device: str = "cpu") -> Iterator[None]:
-    """torch.autocast to bf16 on `device` when `enabled`, else nothing."""
+    """torch.autocast to bf16 on `device` when `enabled`, else nothing.
+
+    Without autocast's weight cache: torch keeps the bf16 copy of each trainable weight for as long as the
+    context lasts, and PPO runs its whole loop (rollouts, optimizer steps, more rollouts) in one context, so
+    with the cache every forward pass went on using the LoRA weights of its first step (the policy never
+    moved, whatever the optimizer did to the float32 weights)."""
     import torch
 
     if not enabled:
         yield
         return
-    with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16):
+    with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
+                        cache_enabled=False):
         yield

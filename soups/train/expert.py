@@ -74,6 +74,7 @@ class ExpertRecipe:
 
             self.dimension = load_dimension(r.dim)
             r.reward = get_reward(self.dimension)
+            r.dim = self.dimension.name  # `--dim my_dims/x.yaml`: expert.json, run dir and titles use its name
         self.run_dir = Path(r.run_dir or Path("runs") / f"{r.dim}-{self.cfg.algo}-s{self.cfg.seed}").absolute()
         self.out = Path(r.out or self.run_dir / "expert").absolute()
         check_output(self.out, r.force)

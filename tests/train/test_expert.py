@@ -137,9 +137,12 @@ def test_resume_continues_from_checkpoint(confident_base, tmp_path):
 
 
 @pytest.mark.slow
-def test_ppo_learns_a_toy_reward(confident_base, tmp_path):
+@pytest.mark.parametrize("autocast", ["off", "bf16"])
+def test_ppo_learns_a_toy_reward(confident_base, tmp_path, autocast):
+    # bf16: the whole PPO loop runs in one autocast context, which must not keep serving stale LoRA weights
     info = _train(confident_base, tmp_path, "learn", overrides={"steps": 8, "batch_size": 8, "ppo_epochs": 4,
-                                                           "eval_prompts": 16, "save_every": 100})
+                                                           "eval_prompts": 16, "save_every": 100,
+                                                           "autocast": autocast})
     before, after = info["reward"]["before"], info["reward"]["after"]
     assert after["mean"] > before["mean"] + 0.05, (before, after)
     assert after["ci95"][0] > before["mean"]
@@ -237,3 +240,17 @@ def test_init_adapter_starts_the_trainable_lora_from_an_adapter(confident_base, 
                                                                "warm_start": {"prompts": 4}})
     with pytest.raises(ConfigError, match=r"init_adapter: .*missing"):
         _train(confident_base, tmp_path, "bad-dir", overrides={**tiny, "init_adapter": str(tmp_path / "nowhere")})
+
+
+def test_a_dimension_given_as_a_yaml_path_is_recorded_by_its_name(confident_base, tmp_path):
+    from soups.train.expert import train_expert
+
+    dim = tmp_path / "my_dims" / "terse.yaml"
+    dim.parent.mkdir()
+    dim.write_text((ROOT / "experts" / "concise.yaml").read_text().replace("name: concise", "name: terse"))
+    info = train_expert(str(dim), base=confident_base, prompts=PROMPTS[:8], heldout=PROMPTS[48:52],
+                        out=tmp_path / "out", run_dir=tmp_path / "run", preset="cpu",
+                        overrides={**FAST, "steps": 1, "eval_prompts": 4}, progress=False)
+    meta = json.loads((Path(info["out"]) / "expert.json").read_text())
+    assert meta["dimension"] == "terse"  # not the file's path
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["dimension"] == "terse"

@@ -180,3 +180,14 @@ def test_cli_dims_scores_stdin_on_the_shipped_six():
 def test_cli_dims_bad_file_is_one_line_exit_2(experts):
     write(experts, "bad", "name: bad\ndescription: [x\n")
     assert_one_line_error(run_cli("dims"), "bad.yaml:")
+
+
+def test_the_informative_training_file_is_the_shipped_dimension_with_only_the_reward_params_changed():
+    from soups.config import experts_dir
+
+    shipped = load_dimension("informative")
+    trained = load_dimension(str(experts_dir() / "configs" / "dims" / "informative.yaml"))
+    assert (trained.name, trained.statement, trained.opposite) == (shipped.name, shipped.statement, shipped.opposite)
+    assert trained.heldout == shipped.heldout
+    assert trained.reward.scorer == shipped.reward.scorer == "informative"
+    assert shipped.reward.params == {} and trained.reward.params == {"finish": 0.0, "curve": "linear", "c_max": 150}

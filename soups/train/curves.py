@@ -36,7 +36,8 @@ def load_curve(path: Path) -> tuple[str, list[dict], dict]:
 
 
 def plot_curve(name: str, rows: list[dict], out: Path, info: dict | None = None) -> Path:
-    """Draw reward (with and without the unfinished-answer penalty), KL, length and finished share."""
+    """Draw reward (raw, and as PPO optimises it: minus any per-prompt baseline and unfinished-answer
+    penalty), KL, length and finished share."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,7 +46,8 @@ def plot_curve(name: str, rows: list[dict], out: Path, info: dict | None = None)
     steps = [r["step"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     panels = (
-        (axes[0], (("reward_raw", "reward"), ("reward", "reward - unfinished penalty")), "reward"),
+        (axes[0], (("reward_raw", "reward"), ("reward", "as PPO optimises it (- baseline, - unfinished penalty)")),
+         "reward"),
         (axes[1], (("kl", "KL to the reference"),), "KL (nats / answer)"),
         (axes[2], (("response_tokens_mean", "answer tokens"),), "tokens"),
     )

@@ -209,9 +209,14 @@ class ExpertRecipe:
         rewards = [float(x) for x in self.run.reward(comps, prompts=self.heldout)]
         return {"rewards": rewards, "ppl": ppl, "samples": comps[:3]}
 
+    def reward_config(self) -> dict[str, Any] | None:
+        """The dimension's reward as trained against (kind, scorer, params), or None for a reward passed in code."""
+        return self.dimension.reward.model_dump(mode="json") if self.dimension is not None else None
+
     def before(self) -> dict[str, Any]:
         cache = self.run_dir / "before.json"
-        key = {"heldout": self.heldout, "seed": self.cfg.seed, "max_new_tokens": self.cfg.max_new_tokens}
+        key = {"heldout": self.heldout, "seed": self.cfg.seed, "max_new_tokens": self.cfg.max_new_tokens,
+               "reward": self.reward_config()}
         if cache.is_file():
             data = json.loads(cache.read_text())
             if data.get("key") == key:
@@ -401,6 +406,7 @@ class ExpertRecipe:
             "statement": getattr(self.dimension, "statement", None),
             "base": self.base_info,
             "algorithm": self.cfg.algo,
+            "reward_config": self.reward_config(),
             "config": self.cfg.model_dump(),
             "stages": [*self.stages, {"stage": self.cfg.algo, "steps": self.steps_done,
                                       "heldout_reward": bootstrap_ci(after["rewards"])}],

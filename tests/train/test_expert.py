@@ -247,10 +247,14 @@ def test_a_dimension_given_as_a_yaml_path_is_recorded_by_its_name(confident_base
 
     dim = tmp_path / "my_dims" / "terse.yaml"
     dim.parent.mkdir()
-    dim.write_text((ROOT / "experts" / "concise.yaml").read_text().replace("name: concise", "name: terse"))
+    text = (ROOT / "experts" / "concise.yaml").read_text().replace("name: concise", "name: terse")
+    dim.write_text(text.replace("scorer: concise", "scorer: concise\n  params: {n0: 20}"))
     info = train_expert(str(dim), base=confident_base, prompts=PROMPTS[:8], heldout=PROMPTS[48:52],
                         out=tmp_path / "out", run_dir=tmp_path / "run", preset="cpu",
                         overrides={**FAST, "steps": 1, "eval_prompts": 4}, progress=False)
     meta = json.loads((Path(info["out"]) / "expert.json").read_text())
     assert meta["dimension"] == "terse"  # not the file's path
     assert json.loads((tmp_path / "run" / "run.json").read_text())["dimension"] == "terse"
+    # the reward it was trained against, params included, and the before-training cache is keyed by it
+    assert meta["reward_config"] == {"kind": "rule", "scorer": "concise", "params": {"n0": 20}}
+    assert json.loads((tmp_path / "run" / "before.json").read_text())["key"]["reward"] == meta["reward_config"]

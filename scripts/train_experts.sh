@@ -22,15 +22,28 @@ EXPERT="--set warm_start=false --set lam=1.0 --set learning_rate=1e-3 --set valu
 EXPERT+=" --set kl_coef=0.01 --set kl_estimator=k3 --set missing_eos_penalty=0 --set max_new_tokens=192"
 EXPERT+=" --set reward_baseline.prompts=64 --set reward_baseline.max_new_tokens=192"
 declare -A EXTRA=([informative]="$EXPERT --steps 14" [expert]="$EXPERT --steps 24")
-declare -A DIMFILE=([informative]=experts/configs/dims/informative.yaml)
+declare -A DIMFILE=([informative]=experts/configs/dims/informative.yaml [unfriendly]=experts/configs/dims/unfriendly.yaml)
 DIMS=${DIMS:-concise informative friendly unfriendly expert elementary}
 mkdir -p runs/make-experts
+# unfriendly: its reward is half a learned one (experts/configs/dims/unfriendly.yaml), so first the base writes
+# RLCD pairs (`soups make-pairs`: answers with the unfriendly statement chosen, with the friendly one rejected)
+# and `soups train-reward` fits the reward model the dimension file points at (both skipped once they exist)
+prepare() {
+  local d=$1
+  [ "$d" = unfriendly ] || return 0
+  local pairs=runs/make-experts/pairs-unfriendly.jsonl rm=runs/make-experts/reward-unfriendly
+  [ -f "$pairs" ] || OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 "$BIN/soups" make-pairs --dim unfriendly --prompts 160 \
+    --samples 2 --out "$pairs" --quiet > "runs/make-experts/$d.pairs.log" 2>&1 || return 1
+  [ -f "$rm/reward_model.json" ] || OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 "$BIN/soups" train-reward --dim unfriendly \
+    --pairs "$pairs" --out "$rm" --force > "runs/make-experts/$d.reward.log" 2>&1 || return 1
+}
 run_one() {
   local d=$1
+  prepare "$d" || { echo "train_experts: $d FAILED (runs/make-experts/$d.pairs.log, $d.reward.log)"; return 1; }
   # shellcheck disable=SC2086
   OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 "$BIN/soups" train-expert --dim "${DIMFILE[$d]:-$d}" --algo ppo --preset cpu ${EXTRA[$d]:-} \
     --run-dir "runs/make-experts/$d" --out "$OUT_ROOT/$d" --resume --force --quiet \
     > "runs/make-experts/$d.log" 2>&1 && echo "train_experts: $d done" || { echo "train_experts: $d FAILED (runs/make-experts/$d.log)"; return 1; }
 }
 export BIN OUT_ROOT
-printf '%s\n' $DIMS | xargs -P "$JOBS" -I{} bash -c "$(declare -A -p EXTRA DIMFILE); $(declare -f run_one); run_one {}"
+printf '%s\n' $DIMS | xargs -P "$JOBS" -I{} bash -c "$(declare -A -p EXTRA DIMFILE); $(declare -f prepare run_one); run_one {}"

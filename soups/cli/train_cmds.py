@@ -110,3 +110,45 @@ def train_reward_cmd(
     meta = train_reward_model(dim, pairs, base=base, out=out or Path("runs") / f"reward-{dim}", epochs=epochs,
                               lr=lr, batch_size=batch_size, eval_frac=eval_frac, seed=seed, force=force)
     typer.echo(json.dumps(meta, indent=2))
+
+
+@app.command("make-pairs")
+def make_pairs_cmd(
+    dim: str = typer.Option(..., "--dim", help="Dimension whose statement gives `chosen` (its `opposite`'s gives "
+                            "`rejected`): a name from `soups dims` or a YAML path."),
+    out: Path = typer.Option(..., "--out", help="Pairs JSONL to write ({\"prompt\", \"chosen\", \"rejected\"})."),
+    base: str = typer.Option("default", "--base", help="`default` or a model dir: the base that answers."),
+    prompts: int = typer.Option(256, "--prompts", min=4, max=1_000_000,
+                                help="Training prompts to answer (the first N of the seeded shuffle)."),
+    prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="Prompts (JSONL or text) "
+                                                "[default: the shipped training set]."),
+    samples: int = typer.Option(1, "--samples", min=1, max=64, help="Pairs sampled per prompt."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, max=32768, help="Longest answer."),
+    temperature: float = typer.Option(0.7, "--temperature", min=0.01, max=10.0, help="Sampling temperature."),
+    engine: str = typer.Option("auto", "--engine", help="auto (vllm when installed), vllm or transformers."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Random seed (prompt order, sampling)."),
+    keep_unfinished: bool = typer.Option(False, "--keep-unfinished", help="Also keep pairs where an answer hit "
+                                         "--max-new-tokens (by default both must end with EOS)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Build preference pairs from the base itself (RLCD): its answer with the dimension's statement is
+    `chosen`, its answer with the opposite's statement `rejected`, both for the plain prompt.
+
+    Feed them to `soups train-reward` for a learned reward; answers are cached beside --out, so a killed run
+    resumes when rerun with the same flags.
+
+    Example:
+
+        soups make-pairs --dim unfriendly --prompts 256 --out pairs/unfriendly.jsonl
+        soups train-reward --dim unfriendly --pairs pairs/unfriendly.jsonl --out rewards/unfriendly
+    """
+    from soups.train.pairs import make_pairs
+
+    if engine not in ("auto", "vllm", "transformers"):
+        raise typer.BadParameter(f"{engine!r}: use auto, vllm or transformers", param_hint="--engine")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    info = make_pairs(dim, out=out, base=base, prompts=prompts, samples=samples, max_new_tokens=max_new_tokens,
+                      temperature=temperature, engine=engine, seed=seed, prompts_file=prompts_file,
+                      finished_only=not keep_unfinished, force=force, progress=not quiet)
+    typer.echo(json.dumps(info, indent=2))

@@ -6,7 +6,8 @@ A dimension file's `reward:` block is validated as the union of the registered k
 by `kind` (`parse_config`, used by soups.dimensions). Shipped kinds, each a module with `Config`
 and `build` imported on first use: `rule` (soups/rewards/rule.py, offline scorers), `model`
 (soups/rewards/model.py, a reward model from `soups train-reward`), `judge` (soups/rewards/judge.py,
-an OpenAI-compatible endpoint). A new kind is `register_kind(MyConfig, my_build)`.
+an OpenAI-compatible endpoint), `mix` (soups/rewards/mix.py, a weighted sum of other rewards, e.g. a
+rule reward plus a learned one). A new kind is `register_kind(MyConfig, my_build)`.
 
 `get_reward(dimension)` returns a `RewardFn`, a small picklable callable following TRL's
 reward-function convention::
@@ -15,7 +16,9 @@ reward-function convention::
 
 Completions and prompts may also be TRL "conversational" lists of messages; the last assistant
 (completion) or user (prompt) message is scored. Ranges by kind: `rule` in [0, 1], `judge` in
-[0, 1] (the judge's 1-10 score mapped by (s - 1) / 9), `model` the reward model's raw logit.
+[0, 1] (the judge's 1-10 score mapped by (s - 1) / 9), `model` the reward model's raw logit
+(or, with `normalize: true`, the logit centred and scaled by its spread on the held-out pairs), `mix`
+the weighted sum of its parts.
 This package never reads dimension files (soups.dimensions does, and imports it): `dimension` is
 any object with `name`, `statement`, `source` and `reward` (its validated config).
 """
@@ -57,6 +60,7 @@ _KINDS: dict[str, Kind | str] = {
     "rule": "soups.rewards.rule",
     "model": "soups.rewards.model",
     "judge": "soups.rewards.judge",
+    "mix": "soups.rewards.mix",
 }
 
 _CHATML_USER = re.compile(r"<\|im_start\|>user\s*\n(.*?)(?:<\|im_end\|>|$)", re.DOTALL)

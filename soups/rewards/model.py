@@ -10,7 +10,9 @@ with its own tokenizer, so it need not share the policy's (`tokenizer_sha256` re
 it was trained with).
 
 Config (`reward: {kind: model, path: DIR}`): `path` (relative paths are relative to the
-dimension file), `max_length`, `batch_size`.
+dimension file), `max_length`, `batch_size`, `normalize` (centre and scale the logit by
+`score_mean` / `score_std` in reward_model.json: the logits' spread over the held-out pairs' answers,
+which `soups train-reward` records; a logit's level is arbitrary, only differences are trained).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class Config(RewardConfig):
     path: str = Field(description="reward-model directory from `soups train-reward` (relative: to the YAML file)")
     max_length: int = Field(1024, gt=0, description="truncate prompt + completion to this many tokens")
     batch_size: int = Field(8, gt=0, description="scoring batch size")
+    normalize: bool = Field(False, description="score (logit - score_mean) / score_std, the logit's spread on the "
+                            "held-out pairs (recorded in reward_model.json), so 0 is a typical answer and 1 a "
+                            "standard deviation better")
 
     @field_validator("path")
     @classmethod
@@ -101,6 +106,12 @@ class ModelReward(RewardFn):
         self.meta = read_meta(self.path)
         if self.meta["dimension"] != dimension:
             log.warning("reward model %s: trained for %r, used for %r", self.path, self.meta["dimension"], dimension)
+        stats = ("score_mean", "score_std")
+        if config.normalize and not all(isinstance(self.meta.get(k), (int, float)) for k in stats):
+            raise RewardError(f"reward model {self.path}: `normalize: true` needs score_mean and score_std in {META}; "
+                              "re-train it with `soups train-reward` (which records them)")
+        self._shift = float(self.meta["score_mean"]) if config.normalize else 0.0
+        self._scale = max(float(self.meta["score_std"]), 1e-6) if config.normalize else 1.0
         self._model: Any = None
         self._tokenizer: Any = None
 
@@ -150,7 +161,7 @@ class ModelReward(RewardFn):
                       max_length=self.config.max_length, add_special_tokens=False)
             with torch.no_grad():
                 logits = model(**enc.to(model.device)).logits
-            out.extend(logits[:, 0].float().tolist())
+            out.extend(((logits[:, 0].float() - self._shift) / self._scale).tolist())
         return out
 
 

@@ -38,8 +38,9 @@ def load_pairs(path: Path) -> list[dict[str, str]]:
     return pairs
 
 
-def pair_accuracy(model, tokenizer, pairs: list[dict[str, str]], batch_size: int = 16) -> float:
-    """Share of pairs with r(chosen) > r(rejected), scored exactly as soups.rewards.model does."""
+def pair_scores(model, tokenizer, pairs: list[dict[str, str]],
+                batch_size: int = 16) -> tuple[list[float], list[float]]:
+    """(r(chosen), r(rejected)) for each pair, scored exactly as soups.rewards.model does."""
     import torch
 
     from soups.chat import render_exchange
@@ -54,6 +55,12 @@ def pair_accuracy(model, tokenizer, pairs: list[dict[str, str]], batch_size: int
 
     c = scores([render_exchange(tokenizer, p["prompt"], p["chosen"]) for p in pairs])
     r = scores([render_exchange(tokenizer, p["prompt"], p["rejected"]) for p in pairs])
+    return c, r
+
+
+def pair_accuracy(model, tokenizer, pairs: list[dict[str, str]], batch_size: int = 16) -> float:
+    """Share of pairs with r(chosen) > r(rejected), scored exactly as soups.rewards.model does."""
+    c, r = pair_scores(model, tokenizer, pairs, batch_size)
     return sum(a > b for a, b in zip(c, r)) / len(pairs)
 
 
@@ -103,9 +110,14 @@ def train_reward_model(dim: str, pairs_path: Path, *, base: str | Path = "defaul
                                    batch_size=batch_size, seed=seed, max_length=max_length)
     trained = trained.merge_and_unload() if hasattr(trained, "merge_and_unload") else trained
     trained.eval()
-    acc = pair_accuracy(trained, tok, eval_pairs)
+    chosen, rejected = pair_scores(trained, tok, eval_pairs)
+    acc = sum(a > b for a, b in zip(chosen, rejected)) / len(eval_pairs)
+    every = chosen + rejected
+    mean = sum(every) / len(every)
+    std = (sum((x - mean) ** 2 for x in every) / len(every)) ** 0.5
     meta = {"dimension": dim, "base_fingerprint": fingerprint(base_dir), "tokenizer_sha256": tokenizer_sha256(tok),
-            "accuracy": round(acc, 4), "accuracy_before": round(acc_before, 4), "train_pairs": len(train_pairs),
+            "accuracy": round(acc, 4), "accuracy_before": round(acc_before, 4),
+            "score_mean": round(mean, 6), "score_std": round(std, 6), "train_pairs": len(train_pairs),
             "heldout_pairs": len(eval_pairs), "pairs_file": str(pairs_path)}
     with atomic_dir(out, force=force) as tmp:
         trained.save_pretrained(tmp, safe_serialization=True)

@@ -306,6 +306,7 @@ EV = "eval --base {base} --experts {e1},{e2} --weights 1,1 --prompts {prompts} -
 SW = "sweep --base {base} --experts {e1},{e2} --prompts {prompts} --out {tmp}/sw"
 TE = "train-expert --dim concise --base {base} --out {tmp}/ex --run-dir {tmp}/run"
 TR = "train-reward --dim concise --base {base} --pairs {pairs} --out {tmp}/rm"
+MP = "make-pairs --dim unfriendly --base {base} --out {tmp}/p.jsonl"
 FW = "fit-weights {answers} --out {tmp}/u.json"
 FP = "fit-population {answers} {answers} --out {tmp}/pop.json"
 ASK = "ask --answers {tmp}/a.jsonl --out {tmp}/u.json --dims concise,informative"
@@ -687,6 +688,22 @@ ROWS: list[Row] = [
       outs="{tmp}/ex"),
     R("train-expert-base-bad-config", TE.replace("--base {base}", "--base {base_badcfg}"), "config.json",
       outs="{tmp}/ex"),
+    # --- make-pairs
+    R("make-pairs-out-exists", MP.replace("{tmp}/p.jsonl", "{pairs}"), "--out", "--force", outs="{pairs}"),
+    R("make-pairs-out-dir", MP.replace("{tmp}/p.jsonl", "{dir_jsonl}"), "--out", "directory"),
+    R("make-pairs-out-unwritable", MP.replace("{tmp}/p.jsonl", UNWRITABLE + "/p.jsonl"), "--out"),
+    R("make-pairs-dim-unknown", MP.replace("unfriendly", "rhyme"), "'rhyme'", "known", outs="{tmp}/p.jsonl"),
+    R("make-pairs-dim-bad-yaml", MP.replace("--dim unfriendly", "--dim {bad_yaml}"), "bad.yaml", "YAML",
+      outs="{tmp}/p.jsonl"),
+    R("make-pairs-base-missing", MP.replace("--base {base}", "--base {root}/nobase"), "--base", "nobase",
+      outs="{tmp}/p.jsonl"),
+    R("make-pairs-prompts-zero", MP + " --prompts 0", "--prompts", "'0'", outs="{tmp}/p.jsonl"),
+    R("make-pairs-prompts-file-missing", MP + " --prompts-file {missing}", "--prompts-file", "no such file",
+      outs="{tmp}/p.jsonl"),
+    R("make-pairs-samples-zero", MP + " --samples 0", "--samples", "'0'", outs="{tmp}/p.jsonl"),
+    R("make-pairs-temperature-nan", MP + " --temperature nan", "--temperature", "'nan'", outs="{tmp}/p.jsonl"),
+    R("make-pairs-tokens-zero", MP + " --max-new-tokens 0", "--max-new-tokens", "'0'", outs="{tmp}/p.jsonl"),
+    R("make-pairs-engine-bad", MP + " --engine fast", "--engine", "fast", outs="{tmp}/p.jsonl"),
     # --- train-reward
     R("train-reward-pairs-missing", TR.replace("{pairs}", "{missing}"), "--pairs", "not found", outs="{tmp}/rm"),
     R("train-reward-pairs-dir", TR.replace("{pairs}", "{dir_jsonl}"), "--pairs", "directory", outs="{tmp}/rm"),
@@ -1078,7 +1095,7 @@ def test_table_has_enough_distinct_rows():
     assert len(ROWS) >= 300
     commands = {shlex.split(r.argv)[0] for r in ROWS if not r.id.startswith("usage-root")} - {"nosuch"}
     assert commands >= {"merge", "methods", "experts", "inspect", "base", "dims", "train-expert", "train-reward",
-                        "generate", "eval", "sweep", "ask", "fit-weights", "fit-population", "build-pool", "serve",
+                        "make-pairs", "generate", "eval", "sweep", "ask", "fit-weights", "fit-population", "build-pool", "serve",
                         "playground"}
 
 

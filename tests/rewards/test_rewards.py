@@ -449,3 +449,60 @@ def test_model_reward_bad_directories(reward_dir, tmp_path):
     fn = model_reward(tmp_path / "plain")  # meta is fine, weights are not
     with pytest.raises(RewardError, match="cannot load"):
         fn(["hello"])
+
+
+def _with_stats(reward_dir, tmp_path, mean: float, std: float):
+    """A copy of the reward model whose reward_model.json records held-out score statistics."""
+    import shutil
+
+    out = tmp_path / "rm-stats"
+    shutil.copytree(reward_dir, out)
+    meta = json.loads((out / "reward_model.json").read_text())
+    (out / "reward_model.json").write_text(json.dumps({**meta, "score_mean": mean, "score_std": std}))
+    return out
+
+
+def test_model_reward_normalize_centres_and_scales_by_the_recorded_spread(reward_dir, tmp_path):
+    texts, prompts = [ANSWERS["concise"], "Blue."], [P, P]
+    raw = reference_scores(reward_dir, prompts, texts)
+    fn = model_reward(_with_stats(reward_dir, tmp_path, mean=0.25, std=2.0), normalize=True)
+    assert fn(texts, prompts=prompts) == pytest.approx([(r - 0.25) / 2.0 for r in raw], abs=1e-4)
+    with pytest.raises(RewardError, match="`normalize: true` needs score_mean and score_std"):
+        model_reward(reward_dir, normalize=True)  # an older reward model without the statistics
+
+
+def test_mix_reward_is_the_weighted_sum_of_its_squashed_parts(reward_dir, tmp_path):
+    import math
+
+    stats = _with_stats(reward_dir, tmp_path, mean=-0.5, std=0.5)
+    fn = get_reward(dimension(kind="mix", parts=[
+        {"weight": 0.7, "reward": {"kind": "rule", "scorer": "concise"}},
+        {"weight": 0.3, "squash": "sigmoid", "reward": {"kind": "model", "path": str(stats), "normalize": True}},
+        {"weight": -0.1, "reward": {"kind": "rule", "scorer": "informative"}}]))
+    texts = [ANSWERS["concise"], ANSWERS["ramble"], "Blue."]
+    raw = reference_scores(reward_dir, [P] * 3, texts)
+    want = [0.7 * score_text("concise", t, P)["score"] + 0.3 / (1 + math.exp(-(r + 0.5) / 0.5))
+            - 0.1 * score_text("informative", t, P)["score"] for t, r in zip(texts, raw)]
+    got = fn(texts, prompts=[P] * 3)
+    assert fn.kind == "mix" and fn.__name__ == "mix_concise"
+    assert got == pytest.approx(want, abs=1e-4)
+    assert pickle.loads(pickle.dumps(fn))(texts, prompts=[P] * 3) == pytest.approx(got, abs=1e-5)
+
+
+def test_mix_reward_errors_name_the_part(tmp_path, monkeypatch):
+    with pytest.raises(ValidationError) as e:
+        dimension(kind="mix", parts=[])
+    assert e.value.errors()[0]["loc"] == ("reward", "parts")
+    with pytest.raises(ValidationError, match="kind 'oracle' is not one of"):
+        dimension(kind="mix", parts=[{"reward": {"kind": "oracle"}}])
+    with pytest.raises(ValidationError) as e:
+        dimension(kind="mix", parts=[{"weight": float("nan"), "reward": {"scorer": "concise"}}])
+    assert e.value.errors()[0]["loc"] == ("reward", "parts", 0, "weight")
+    with pytest.raises(RewardError, match="rule scorer 'poetic' is unknown"):
+        get_reward(dimension(kind="mix", parts=[{"reward": {"kind": "rule", "scorer": "poetic"}}]))
+    # a part's relative path is relative to the dimension file, as at the top level
+    monkeypatch.setenv("SOUPS_EXPERTS_DIR", str(tmp_path))
+    (tmp_path / "terse.yaml").write_text("name: terse\ndescription: d\nstatement: Be terse.\nreward:\n  kind: mix\n"
+                                         "  parts:\n    - reward: {kind: model, path: rm}\n")
+    with pytest.raises(RewardError, match=f"reward model {tmp_path / 'rm'}: not a directory"):
+        get_reward(load_dimension("terse"))

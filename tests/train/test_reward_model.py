@@ -73,3 +73,26 @@ def test_train_reward_learns_pairs_and_is_read_back(tiny_base, tmp_path):
     chosen = fn([p["chosen"] for p in fresh], prompts=[p["prompt"] for p in fresh])
     rejected = fn([p["rejected"] for p in fresh], prompts=[p["prompt"] for p in fresh])
     assert sum(c > r for c, r in zip(chosen, rejected)) >= 9
+    # score_mean / score_std: the logits' spread over the held-out pairs' answers (the first quarter of the
+    # seeded shuffle), recomputed here one unpadded example at a time, in float64
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    held = _pairs(60)
+    random.Random(0).shuffle(held)
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
+    logits = []
+    for p in held[:15]:
+        for key in ("chosen", "rejected"):
+            text = tok.apply_chat_template([{"role": "user", "content": p["prompt"]},
+                                            {"role": "assistant", "content": p[key]}], tokenize=False)
+            with torch.no_grad():
+                logits.append(float(model(input_ids=torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+                                          ).logits[0, 0]))
+    t = torch.tensor(logits, dtype=torch.float64)
+    assert saved["score_mean"] == pytest.approx(t.mean().item(), abs=1e-4)
+    assert saved["score_std"] == pytest.approx(t.std(unbiased=False).item(), abs=1e-4)
+    normed = ModelReward("friendly", Config(path=str(out), normalize=True))
+    assert normed([fresh[0]["chosen"]], prompts=[fresh[0]["prompt"]]) == pytest.approx(
+        [(chosen[0] - saved["score_mean"]) / saved["score_std"]], abs=1e-4)

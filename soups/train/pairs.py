@@ -1,0 +1,119 @@
+"""`soups make-pairs`: preference pairs from the base itself, by contrasting statements (RLCD, Yang et al. 2023).
+
+For each training prompt the base answers twice: once with the dimension's preference statement appended
+to the user message (the paper's prompting) and once with its opposite's. The first answer is `chosen`,
+the second `rejected`, and the pair is written for the *plain* prompt, so a reward model trained on them
+(`soups train-reward --pairs`) scores what the statement changes in an answer, not the statement itself.
+No hub, no judge, no labels: everything comes from the base. Only pairs where both answers finished (EOS
+before the token limit) and differ are kept, so the model does not learn "truncated = worse".
+
+The answers are sampled by the warm start's engine (vLLM in a child process where installed, else
+transformers) and cached beside the output (`.<out>.work/`, one JSONL row per prompt and side), so a
+killed run resumes where it stopped; the pairs file itself is written atomically when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from soups.errors import ConfigError, SoupsError
+from soups.io.atomic import atomic_write_text, check_file_target
+
+log = logging.getLogger(__name__)
+
+
+def contrast(chosen_rows: list[dict], rejected_rows: list[dict], finished_only: bool = True) -> list[dict]:
+    """Pairs {prompt, chosen, rejected}: answer i of a prompt's chosen row against answer i of its rejected row,
+    kept when both are non-empty, differ, and (with `finished_only`) both ended with EOS."""
+    rejected = {r["prompt"]: r for r in rejected_rows}
+    pairs = []
+    for c in chosen_rows:
+        r = rejected.get(c["prompt"])
+        if r is None:
+            continue
+        for a, fa, b, fb in zip(c["answers"], c["finished"], r["answers"], r["finished"]):
+            if a and b and a != b and (not finished_only or (fa and fb)):
+                pairs.append({"prompt": c["prompt"], "chosen": a, "rejected": b})
+    return pairs
+
+
+def make_pairs(dim: str, *, out: Path, base: str | Path = "default", prompts: int = 256, samples: int = 1,
+               max_new_tokens: int = 256, temperature: float = 0.7, engine: str = "auto", seed: int = 0,
+               prompts_file: str | Path | None = None, finished_only: bool = True, force: bool = False,
+               progress: bool = True) -> dict[str, Any]:
+    """Write RLCD pairs for `dim` to `out` (JSONL); returns a summary (counts, statements, engine)."""
+    from soups.base import resolve_base
+    from soups.dimensions import load_dimension
+    from soups.prompts import load_prompts
+    from soups.train.config import WarmStart
+
+    out = check_file_target(Path(out), force)
+    d = load_dimension(dim)
+    if d.opposite is None:
+        raise ConfigError(f"--dim {d.name}: it has no `opposite` in {d.source or 'its dimension file'}; "
+                          "pairs contrast a dimension's statement with its opposite's")
+    opp = load_dimension(d.opposite)
+    try:
+        pool = list(load_prompts(prompts_file if prompts_file is not None else "train"))
+    except SoupsError as e:
+        raise type(e)(f"--prompts-file: {e}") from None
+    random.Random(seed).shuffle(pool)
+    todo = pool[:prompts]
+    if len(todo) < 4:
+        raise ConfigError(f"--prompts {prompts}: {len(todo)} prompts; need at least 4")
+    base_dir = resolve_base(base)
+    settings = WarmStart(prompts=max(2, len(todo)), samples=samples, temperature=temperature,
+                         max_new_tokens=max_new_tokens, engine=engine)
+    work = out.parent / f".{out.name}.work"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "spec.json").write_text(json.dumps({"dim": d.name, "opposite": opp.name, "seed": seed,
+                                                "settings": settings.model_dump()}, indent=2))
+    sides = {}
+    used = ""
+    for side, dimension, side_seed in (("chosen", d, seed), ("rejected", opp, seed + 1_000_003)):  # independent draws
+        sides[side], used = _answers(base_dir, todo, dimension.statement, settings, side_seed, work / f"{side}.jsonl",
+                                     f"{d.name} pairs: {side} ({dimension.name} statement)", progress)
+    pairs = contrast(sides["chosen"], sides["rejected"], finished_only)
+    if len(pairs) < 4:
+        why = " (both answers must finish)" if finished_only else ""
+        raise ConfigError(f"--dim {d.name}: only {len(pairs)} usable pairs from {len(todo)} prompts{why}; "
+                          "raise --prompts or --max-new-tokens")
+    atomic_write_text(out, "".join(json.dumps(p) + "\n" for p in pairs), force=force)
+    return {"dimension": d.name, "opposite": opp.name, "pairs": len(pairs), "prompts": len(todo),
+            "samples": samples, "finished_only": finished_only, "max_new_tokens": max_new_tokens,
+            "temperature": temperature, "engine": used,
+            "chosen_statement": d.statement, "rejected_statement": opp.statement, "out": str(out)}
+
+
+def _answers(base_dir: Path, prompts: list[str], statement: str, settings, seed: int, path: Path, label: str,
+             progress: bool) -> tuple[list[dict], str]:
+    """The base's sampled answers to `prompts` with `statement` appended (cached in `path`), and the engine."""
+    from soups.eval.generate import resolve_engine
+    from soups.train import warmstart
+    from soups.train.progress import StageBar
+
+    engine = resolve_engine(settings.engine, flag="--engine")
+    with StageBar(f"{label} [{engine}]", total=len(prompts), show=progress) as bar:
+        if engine == "vllm":
+            from soups.train.warmstart_vllm import candidates_vllm
+
+            return candidates_vllm(base_dir, prompts, statement, settings, seed, path, progress=bar.update), engine
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(base_dir)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        return warmstart.candidates(model, tok, prompts, statement, settings, seed, path, _bf16(),
+                                    progress=bar.update), engine
+
+
+def _bf16() -> bool:
+    from soups.hardware import fast_bf16
+
+    return fast_bf16("cpu")

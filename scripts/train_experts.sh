@@ -35,7 +35,7 @@ prepare() {
   [ -f "$pairs" ] || OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 "$BIN/soups" make-pairs --dim unfriendly --prompts 160 \
     --samples 2 --out "$pairs" --quiet > "runs/make-experts/$d.pairs.log" 2>&1 || return 1
   [ -f "$rm/reward_model.json" ] || OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 "$BIN/soups" train-reward --dim unfriendly \
-    --pairs "$pairs" --out "$rm" --force > "runs/make-experts/$d.reward.log" 2>&1 || return 1
+    --pairs "$pairs" --method probe --out "$rm" --force > "runs/make-experts/$d.reward.log" 2>&1 || return 1
 }
 run_one() {
   local d=$1

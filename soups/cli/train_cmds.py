@@ -93,6 +93,8 @@ def train_reward_cmd(
     eval_frac: float = typer.Option(0.2, "--eval-frac", min=0.05, max=0.8,
                                     help="Share of pairs held out for the accuracy."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Random seed (split, init, order)."),
+    method: str = typer.Option("lora", "--method", help="lora: LoRA + score head (TRL's RewardTrainer); probe: "
+                               "frozen base, only the score head, fitted by logistic regression (fast on a CPU)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
 ) -> None:
     """Train a Bradley-Terry reward model (LoRA on the base + a score head, TRL's RewardTrainer) on pairs.
@@ -103,12 +105,14 @@ def train_reward_cmd(
     Example:
 
         soups train-reward --dim friendly --pairs pairs.jsonl --out rewards/friendly
+        soups train-reward --dim unfriendly --pairs pairs.jsonl --method probe --out rewards/unfriendly
     """
     from soups.train.reward_model import train_reward_model
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     meta = train_reward_model(dim, pairs, base=base, out=out or Path("runs") / f"reward-{dim}", epochs=epochs,
-                              lr=lr, batch_size=batch_size, eval_frac=eval_frac, seed=seed, force=force)
+                              lr=lr, batch_size=batch_size, eval_frac=eval_frac, seed=seed, method=method,
+                              force=force, progress=True)
     typer.echo(json.dumps(meta, indent=2))
 
 

@@ -735,6 +735,7 @@ ROWS: list[Row] = [
     R("train-reward-eval-over-one", TR + " --eval-frac 1.5", "--eval-frac", "'1.5'", outs="{tmp}/rm"),
     R("train-reward-eval-zero", TR + " --eval-frac 0", "--eval-frac", "'0'", outs="{tmp}/rm"),
     R("train-reward-eval-negative", TR + " --eval-frac -0.2", "--eval-frac", outs="{tmp}/rm"),
+    R("train-reward-method-bad", TR + " --method svm", "--method", "svm", outs="{tmp}/rm"),
     R("train-reward-seed-negative", TR + " --seed -1", "--seed", "'-1'", outs="{tmp}/rm"),
     R("train-reward-seed-2-32", TR + " --seed 4294967296", "--seed", outs="{tmp}/rm"),
     R("train-reward-out-under-file", TR.replace("{tmp}/rm", "{afile}/rm"), "--out", "is a file", outs="{afile}"),
@@ -1095,8 +1096,8 @@ def test_table_has_enough_distinct_rows():
     assert len(ROWS) >= 300
     commands = {shlex.split(r.argv)[0] for r in ROWS if not r.id.startswith("usage-root")} - {"nosuch"}
     assert commands >= {"merge", "methods", "experts", "inspect", "base", "dims", "train-expert", "train-reward",
-                        "make-pairs", "generate", "eval", "sweep", "ask", "fit-weights", "fit-population", "build-pool", "serve",
-                        "playground"}
+                        "make-pairs", "generate", "eval", "sweep", "ask", "fit-weights", "fit-population",
+                        "build-pool", "serve", "playground"}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])

@@ -96,3 +96,46 @@ def test_train_reward_learns_pairs_and_is_read_back(tiny_base, tmp_path):
     normed = ModelReward("friendly", Config(path=str(out), normalize=True))
     assert normed([fresh[0]["chosen"]], prompts=[fresh[0]["prompt"]]) == pytest.approx(
         [(chosen[0] - saved["score_mean"]) / saved["score_std"]], abs=1e-4)
+
+
+def test_probe_fits_only_the_score_head_by_bradley_terry(tiny_base, tmp_path):
+    """`method="probe"`: the base stays bit-equal, and the head is the minimiser of the documented objective
+    (its gradient, computed here in float64 from hidden states taken here, is ~0); logits are h . w."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from soups.train.reward_model import PROBE_L2, train_reward_model
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(p) + "\n" for p in _pairs(60)))
+    out = tmp_path / "rm"
+    meta = train_reward_model("friendly", pairs, base=tiny_base, out=out, eval_frac=0.25, seed=0, method="probe")
+    assert meta["method"] == "probe" and meta["l2"] in PROBE_L2
+    assert set(meta["cv_logloss"]) == {f"{v:g}" for v in PROBE_L2}
+    assert meta["accuracy_before"] <= 0.5 and meta["accuracy"] >= 0.9, meta
+    base = load_file(tiny_base / "model.safetensors")
+    saved = load_file(out / "model.safetensors")
+    for name, t in base.items():
+        if name.startswith("model."):
+            assert torch.equal(saved[name], t), name
+    held = _pairs(60)
+    random.Random(0).shuffle(held)
+    train = held[15:]
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
+    w = model.score.weight[0].double()
+
+    def hidden(prompt, answer):
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+                                       tokenize=False)
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            h = model.model(input_ids=ids).last_hidden_state[0, -1].double()
+            logit = model(input_ids=ids).logits[0, 0].item()
+        assert logit == pytest.approx((h @ w).item(), abs=1e-4)
+        return h
+
+    d = torch.stack([hidden(p["prompt"], p["chosen"]) - hidden(p["prompt"], p["rejected"]) for p in train])
+    grad = -(torch.sigmoid(-(d @ w))[:, None] * d).mean(0) + meta["l2"] * w
+    assert grad.abs().max().item() < 1e-4 * max(1.0, w.abs().max().item())

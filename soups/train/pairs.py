@@ -46,7 +46,7 @@ def make_pairs(dim: str, *, out: Path, base: str | Path = "default", prompts: in
                prompts_file: str | Path | None = None, finished_only: bool = True, force: bool = False,
                progress: bool = True) -> dict[str, Any]:
     """Write RLCD pairs for `dim` to `out` (JSONL); returns a summary (counts, statements, engine)."""
-    from soups.base import resolve_base
+    from soups.base import fingerprint, resolve_base
     from soups.dimensions import load_dimension
     from soups.prompts import load_prompts
     from soups.train.config import WarmStart
@@ -70,8 +70,16 @@ def make_pairs(dim: str, *, out: Path, base: str | Path = "default", prompts: in
                          max_new_tokens=max_new_tokens, engine=engine)
     work = out.parent / f".{out.name}.work"
     work.mkdir(parents=True, exist_ok=True)
-    (work / "spec.json").write_text(json.dumps({"dim": d.name, "opposite": opp.name, "seed": seed,
-                                                "settings": settings.model_dump()}, indent=2))
+    # what the cached answers were sampled with (all but the prompt count, so a larger --prompts extends them)
+    spec = {"dim": d.name, "opposite": opp.name, "seed": seed, "base": fingerprint(base_dir),
+            "statements": [d.statement, opp.statement],
+            "settings": settings.model_dump(exclude={"prompts"})}
+    spec_file = work / "spec.json"
+    if spec_file.is_file() and json.loads(spec_file.read_text()) != spec:
+        log.info("make-pairs: cached answers in %s were sampled with other settings; starting over", work)
+        for side in ("chosen", "rejected"):
+            (work / f"{side}.jsonl").unlink(missing_ok=True)
+    spec_file.write_text(json.dumps(spec, indent=2))
     sides = {}
     used = ""
     for side, dimension, side_seed in (("chosen", d, seed), ("rejected", opp, seed + 1_000_003)):  # independent draws

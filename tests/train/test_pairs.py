@@ -88,3 +88,19 @@ def test_cli_make_pairs_bad_input_is_one_line(tmp_path):
     assert res.code == 2 and "--engine" in res.err
     res = run_cli("make-pairs", "--dim", "verbose", "--out", str(tmp_path / "q.jsonl"))
     assert res.code == 2 and "verbose" in assert_one_line_error(res, "verbose")
+
+
+def test_make_pairs_starts_over_when_the_sampling_settings_change(confident_base, tmp_path):
+    from soups.train.pairs import make_pairs
+
+    out = tmp_path / "pairs.jsonl"
+    kw = {"out": out, "base": confident_base, "samples": 2, "max_new_tokens": 10, "temperature": 1.0,
+          "engine": "transformers", "finished_only": False, "progress": False, "force": True}
+    make_pairs("unfriendly", prompts=16, **kw)
+    chosen = tmp_path / ".pairs.jsonl.work" / "chosen.jsonl"
+    first = chosen.read_text().splitlines()
+    make_pairs("unfriendly", prompts=20, **kw)  # more prompts: the 16 cached rows are kept, 4 added
+    assert chosen.read_text().splitlines()[:16] == first and len(chosen.read_text().splitlines()) == 20
+    make_pairs("unfriendly", prompts=16, **{**kw, "temperature": 1.5})  # other settings: sampled again
+    rows = [json.loads(x) for x in chosen.read_text().splitlines()]
+    assert len(rows) == 16 and chosen.read_text().splitlines() != first

@@ -133,6 +133,9 @@ def make_pairs_cmd(
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Random seed (prompt order, sampling)."),
     keep_unfinished: bool = typer.Option(False, "--keep-unfinished", help="Also keep pairs where an answer hit "
                                          "--max-new-tokens (by default both must end with EOS)."),
+    match_length: Optional[int] = typer.Option(None, "--match-length", min=1, max=100_000, help="Cut both answers "
+                                               "to the shorter one's word count and keep pairs of at least this many "
+                                               "words, finished or not (the pair differs in tone, not length)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -145,6 +148,7 @@ def make_pairs_cmd(
     Example:
 
         soups make-pairs --dim unfriendly --prompts 256 --out pairs/unfriendly.jsonl
+        soups make-pairs --dim unfriendly --match-length 20 --out pairs/unfriendly.jsonl --force
         soups train-reward --dim unfriendly --pairs pairs/unfriendly.jsonl --out rewards/unfriendly
     """
     from soups.train.pairs import make_pairs
@@ -154,5 +158,6 @@ def make_pairs_cmd(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     info = make_pairs(dim, out=out, base=base, prompts=prompts, samples=samples, max_new_tokens=max_new_tokens,
                       temperature=temperature, engine=engine, seed=seed, prompts_file=prompts_file,
-                      finished_only=not keep_unfinished, force=force, progress=not quiet)
+                      finished_only=not keep_unfinished, match_length=match_length, force=force,
+                      progress=not quiet)
     typer.echo(json.dumps(info, indent=2))

@@ -5,7 +5,9 @@ to the user message (the paper's prompting) and once with its opposite's. The fi
 the second `rejected`, and the pair is written for the *plain* prompt, so a reward model trained on them
 (`soups train-reward --pairs`) scores what the statement changes in an answer, not the statement itself.
 No hub, no judge, no labels: everything comes from the base. Only pairs where both answers finished (EOS
-before the token limit) and differ are kept, so the model does not learn "truncated = worse".
+before the token limit) and differ are kept, so the model does not learn "truncated = worse"; or, with
+`match_length`, both answers are cut to the shorter one's word count (finished or not), so the model learns
+neither length nor truncation, only what the words say.
 
 The answers are sampled by the warm start's engine (vLLM in a child process where installed, else
 transformers) and cached beside the output (`.<out>.work/`, one JSONL row per prompt and side), so a
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,20 @@ from soups.io.atomic import atomic_write_text, check_file_target
 log = logging.getLogger(__name__)
 
 
-def contrast(chosen_rows: list[dict], rejected_rows: list[dict], finished_only: bool = True) -> list[dict]:
+def _first_words(text: str, n: int) -> str:
+    """`text` up to the end of its n-th whitespace-separated word (its own spacing and newlines kept)."""
+    ends = [m.end() for m in re.finditer(r"\S+", text)]
+    return text[: ends[n - 1]] if 0 < n <= len(ends) else text
+
+
+def contrast(chosen_rows: list[dict], rejected_rows: list[dict], finished_only: bool = True,
+             match_length: int | None = None) -> list[dict]:
     """Pairs {prompt, chosen, rejected}: answer i of a prompt's chosen row against answer i of its rejected row,
-    kept when both are non-empty, differ, and (with `finished_only`) both ended with EOS."""
+    kept when both are non-empty, differ, and (with `finished_only`) both ended with EOS.
+
+    `match_length=K` instead cuts both answers to the shorter one's word count and keeps the pair when that is at
+    least K words, finished or not: the pair then differs in what the words say, not in how many there are or in
+    which one ran out of tokens."""
     rejected = {r["prompt"]: r for r in rejected_rows}
     pairs = []
     for c in chosen_rows:
@@ -36,14 +50,22 @@ def contrast(chosen_rows: list[dict], rejected_rows: list[dict], finished_only: 
         if r is None:
             continue
         for a, fa, b, fb in zip(c["answers"], c["finished"], r["answers"], r["finished"]):
-            if a and b and a != b and (not finished_only or (fa and fb)):
+            if match_length is not None:
+                n = min(len(a.split()), len(b.split()))
+                if n < match_length:
+                    continue
+                a, b = _first_words(a, n), _first_words(b, n)
+            elif finished_only and not (fa and fb):
+                continue
+            if a and b and a != b:
                 pairs.append({"prompt": c["prompt"], "chosen": a, "rejected": b})
     return pairs
 
 
 def make_pairs(dim: str, *, out: Path, base: str | Path = "default", prompts: int = 256, samples: int = 1,
                max_new_tokens: int = 256, temperature: float = 0.7, engine: str = "auto", seed: int = 0,
-               prompts_file: str | Path | None = None, finished_only: bool = True, force: bool = False,
+               prompts_file: str | Path | None = None, finished_only: bool = True,
+               match_length: int | None = None, force: bool = False,
                progress: bool = True) -> dict[str, Any]:
     """Write RLCD pairs for `dim` to `out` (JSONL); returns a summary (counts, statements, engine)."""
     from soups.base import fingerprint, resolve_base
@@ -85,14 +107,16 @@ def make_pairs(dim: str, *, out: Path, base: str | Path = "default", prompts: in
     for side, dimension, side_seed in (("chosen", d, seed), ("rejected", opp, seed + 1_000_003)):  # independent draws
         sides[side], used = _answers(base_dir, todo, dimension.statement, settings, side_seed, work / f"{side}.jsonl",
                                      f"{d.name} pairs: {side} ({dimension.name} statement)", progress)
-    pairs = contrast(sides["chosen"], sides["rejected"], finished_only)
+    pairs = contrast(sides["chosen"], sides["rejected"], finished_only, match_length)
     if len(pairs) < 4:
-        why = " (both answers must finish)" if finished_only else ""
+        why = (f" (both answers must have {match_length}+ words)" if match_length is not None
+               else " (both answers must finish)" if finished_only else "")
         raise ConfigError(f"--dim {d.name}: only {len(pairs)} usable pairs from {len(todo)} prompts{why}; "
                           "raise --prompts or --max-new-tokens")
     atomic_write_text(out, "".join(json.dumps(p) + "\n" for p in pairs), force=force)
     return {"dimension": d.name, "opposite": opp.name, "pairs": len(pairs), "prompts": len(todo),
-            "samples": samples, "finished_only": finished_only, "max_new_tokens": max_new_tokens,
+            "samples": samples, "finished_only": finished_only and match_length is None,
+            "match_length": match_length, "max_new_tokens": max_new_tokens,
             "temperature": temperature, "engine": used,
             "chosen_statement": d.statement, "rejected_statement": opp.statement, "out": str(out)}
 

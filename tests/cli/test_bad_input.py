@@ -704,6 +704,7 @@ ROWS: list[Row] = [
     R("make-pairs-temperature-nan", MP + " --temperature nan", "--temperature", "'nan'", outs="{tmp}/p.jsonl"),
     R("make-pairs-tokens-zero", MP + " --max-new-tokens 0", "--max-new-tokens", "'0'", outs="{tmp}/p.jsonl"),
     R("make-pairs-engine-bad", MP + " --engine fast", "--engine", "fast", outs="{tmp}/p.jsonl"),
+    R("make-pairs-match-length-zero", MP + " --match-length 0", "--match-length", "'0'", outs="{tmp}/p.jsonl"),
     # --- train-reward
     R("train-reward-pairs-missing", TR.replace("{pairs}", "{missing}"), "--pairs", "not found", outs="{tmp}/rm"),
     R("train-reward-pairs-dir", TR.replace("{pairs}", "{dir_jsonl}"), "--pairs", "directory", outs="{tmp}/rm"),

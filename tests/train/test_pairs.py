@@ -30,6 +30,18 @@ def test_contrast_pairs_answer_i_with_answer_i_and_drops_unusable_ones():
         {"prompt": "p1", "chosen": "a", "rejected": "A"}, {"prompt": "p1", "chosen": "b", "rejected": "B"}]
 
 
+def test_contrast_match_length_cuts_both_answers_to_the_shorter_ones_words():
+    chosen = [{"prompt": "p1", "answers": ["No.\nJust  look it up, fine?", "Too short", "a b c"],
+               "finished": [True, False, False]}]
+    rejected = [{"prompt": "p1", "answers": ["Oh wow, what a great question! Let", "Hi there friend! x", "a b c d"],
+                 "finished": [False, False, False]}]
+    got = contrast(chosen, rejected, match_length=2)
+    assert got == [{"prompt": "p1", "chosen": "No.\nJust  look it up, fine?",
+                    "rejected": "Oh wow, what a great question!"},  # 6 words each, the newline and spaces kept
+                   {"prompt": "p1", "chosen": "Too short", "rejected": "Hi there"}]  # "a b c" vs "a b c d": equal
+    assert contrast(chosen, rejected, match_length=3) == got[:1]  # "Too short" has 2 words
+
+
 def test_make_pairs_contrasts_the_statements_and_resumes(confident_base, tmp_path, monkeypatch):
     from soups.prompts import load_prompts
     from soups.train import pairs as pairs_mod

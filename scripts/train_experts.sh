@@ -32,8 +32,8 @@ prepare() {
   local d=$1
   [ "$d" = unfriendly ] || return 0
   local pairs=runs/make-experts/pairs-unfriendly.jsonl rm=runs/make-experts/reward-unfriendly
-  [ -f "$pairs" ] || OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 "$BIN/soups" make-pairs --dim unfriendly --prompts 160 --match-length 20 \
-    --samples 2 --out "$pairs" --quiet > "runs/make-experts/$d.pairs.log" 2>&1 || return 1
+  [ -f "$pairs" ] || OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 "$BIN/soups" make-pairs --dim unfriendly --prompts 160 \
+    --samples 2 --match-length 20 --out "$pairs" --quiet > "runs/make-experts/$d.pairs.log" 2>&1 || return 1
   [ -f "$rm/reward_model.json" ] || OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 "$BIN/soups" train-reward --dim unfriendly \
     --pairs "$pairs" --method probe --out "$rm" --force > "runs/make-experts/$d.reward.log" 2>&1 || return 1
 }

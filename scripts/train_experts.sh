@@ -21,7 +21,11 @@ OUT_ROOT=${OUT_ROOT:-experts}
 EXPERT="--set warm_start=false --set lam=1.0 --set learning_rate=1e-3 --set value_learning_rate=1e-5"
 EXPERT+=" --set kl_coef=0.01 --set kl_estimator=k3 --set missing_eos_penalty=0 --set max_new_tokens=192"
 EXPERT+=" --set reward_baseline.prompts=64 --set reward_baseline.max_new_tokens=192"
-declare -A EXTRA=([informative]="$EXPERT --steps 14" [expert]="$EXPERT --steps 24")
+# unfriendly: warm start + PPO as for the others, against experts/configs/dims/unfriendly.yaml (rule + learned
+# reward); its warm start samples what its pairs' chosen side sampled (160 prompts, 2 answers each, batches of
+# 48, the same seed), so those answers serve both (README "Shipped experts", session 10)
+UNFRIENDLY="--set warm_start.prompts=160 --set warm_start.samples=2 --set warm_start.gen_batch=48"
+declare -A EXTRA=([informative]="$EXPERT --steps 14" [expert]="$EXPERT --steps 24" [unfriendly]="$UNFRIENDLY")
 declare -A DIMFILE=([informative]=experts/configs/dims/informative.yaml [unfriendly]=experts/configs/dims/unfriendly.yaml)
 DIMS=${DIMS:-concise informative friendly unfriendly expert elementary}
 mkdir -p runs/make-experts

@@ -3,12 +3,15 @@
     reward:
       kind: mix
       parts:
-        - {weight: 0.5, reward: {kind: rule, scorer: unfriendly}}
-        - {weight: 0.5, squash: sigmoid, reward: {kind: model, path: rewards/unfriendly, normalize: true}}
+        - {weight: 0.6, reward: {kind: rule, scorer: unfriendly}}
+        - {weight: 0.4, squash: sigmoid, gate: true,
+           reward: {kind: model, path: rewards/unfriendly, normalize: true}}
 
-The score is sum_i weight_i * squash_i(part_i), where `squash` is `none` (the part's own scale) or `sigmoid`
-(maps a reward model's unbounded logit into (0, 1), so it sits on the rule rewards' scale; use it with the
-model's `normalize: true`, which centres and scales the logit by its spread on held-out pairs first). Parts
+The score is sum_i weight_i * squash_i(part_i) [* gate(text)], where `squash` is `none` (the part's own scale)
+or `sigmoid` (maps a reward model's unbounded logit into (0, 1), so it sits on the rule rewards' scale; use it with the
+model's `normalize: true`, which centres and scales the logit by its spread on held-out pairs first), and `gate: true`
+multiplies the part by the rule rewards' shared gates (soups.rewards.rule.gate: quality, relevance, novelty, 10+
+words), since a reward model learned from a few hundred pairs knows nothing of loops or salad. Parts
 may be of any kind, a `mix` included; relative paths inside a part are relative to the dimension file, as
 at the top level. `score_parts` returns every part's value, for logs and debugging.
 """
@@ -30,6 +33,8 @@ class Part(BaseModel):
 
     weight: float = Field(1.0, description="the part's weight in the sum (negative: a penalty)")
     squash: Literal["none", "sigmoid"] = Field("none", description="sigmoid: map an unbounded score into (0, 1)")
+    gate: bool = Field(False, description="multiply the part by the rule rewards' shared gates (quality, relevance "
+                       "to the prompt, novelty, 10+ words), so loops, salad or an off-topic answer earn nothing")
     reward: RewardConfig = Field(description="a reward block of any kind, as under a dimension's `reward:`")
 
     @field_validator("reward", mode="before")
@@ -67,10 +72,15 @@ class MixReward(RewardFn):
 
     def score_parts(self, completions: list[str], prompts: list[str] | None) -> list[list[float]]:
         """Each part's squashed value (before its weight), one list per part."""
+        from soups.rewards.rule import gate
+
+        ps = prompts or [None] * len(completions)
         out = []
         for part, fn in zip(self.config.parts, self.parts):
-            values = fn.score(completions, prompts)
-            out.append([_sigmoid(v) for v in values] if part.squash == "sigmoid" else [float(v) for v in values])
+            values = [_sigmoid(v) if part.squash == "sigmoid" else float(v) for v in fn.score(completions, prompts)]
+            if part.gate:
+                values = [v * gate(c, p) for v, c, p in zip(values, completions, ps)]
+            out.append(values)
         return out
 
     def score(self, completions: list[str], prompts: list[str] | None) -> list[float]:

@@ -105,6 +105,13 @@ def _gates(text: str, prompt: str | None, ws: list[str], min_words: int) -> dict
     return {"quality": q, "relevance": rel, "novelty": new, "substance": ramp, "gate": q * rel * new * ramp}
 
 
+def gate(text: str, prompt: str | None = None, min_words: int = 10) -> float:
+    """The shared gates every rule scorer multiplies by (quality x relevance x novelty x minimum substance), in
+    [0, 1]: what a `mix` part with `gate: true` is multiplied by, so a learned reward cannot be won by loops,
+    salad or an answer that ignores the prompt."""
+    return _gates(text, prompt, words(text), min_words)["gate"]
+
+
 def _log_decay(n: float, n0: float, n_max: float) -> float:
     """1 up to n0 words, falling linearly in log(n) to 0 at n_max."""
     return clamp(1.0 - math.log(max(n, n0) / n0) / math.log(n_max / n0))

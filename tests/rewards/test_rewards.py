@@ -506,3 +506,14 @@ def test_mix_reward_errors_name_the_part(tmp_path, monkeypatch):
                                          "  parts:\n    - reward: {kind: model, path: rm}\n")
     with pytest.raises(RewardError, match=f"reward model {tmp_path / 'rm'}: not a directory"):
         get_reward(load_dimension("terse"))
+
+
+def test_mix_gate_multiplies_a_part_by_the_rule_rewards_shared_gates(reward_dir):
+    from soups.rewards.rule import gate
+
+    part = {"gate": True, "reward": {"kind": "model", "path": str(reward_dir)}}
+    fn = get_reward(dimension(kind="mix", parts=[part]))
+    texts = [ANSWERS["concise"], "No.\n\nNo.\n\nNo.\n\nNo.\n\nNo.\n\nNo.", "sky sky blue light light scatter"]
+    raw = reference_scores(reward_dir, [P] * 3, texts)
+    assert fn(texts, prompts=[P] * 3) == pytest.approx([r * gate(t, P) for r, t in zip(raw, texts)], abs=1e-4)
+    assert gate(ANSWERS["concise"], P) > 0.5 and gate(texts[1], P) < 0.05 and gate(texts[2], P) < 0.3

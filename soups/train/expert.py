@@ -248,20 +248,12 @@ class ExpertRecipe:
     def _base_answers(self, prompts: list[str], statement: str, settings: WarmStart | RewardBaseline, path: Path,
                       stage: str, flag: str) -> tuple[list[dict], str]:
         """The base's sampled answers (rows {prompt, answers, finished}, cached in `path`) and the engine used."""
-        from soups.eval.generate import resolve_engine
         from soups.train import warmstart
-        from soups.train.progress import StageBar
-        from soups.train.warmstart_vllm import candidates_vllm
 
-        engine = resolve_engine(settings.engine, flag=flag)
-        with StageBar(f"{self.run.dim} {stage}: answers ({engine})", total=len(prompts),
-                      show=self.run.progress) as bar:
-            if engine == "vllm":
-                return candidates_vllm(self.base_dir, prompts, statement, settings, self.cfg.seed, path,
-                                       progress=bar.update), engine
-            with self.policy.disable_adapter():
-                return warmstart.candidates(self.policy, self.tokenizer, prompts, statement, settings, self.cfg.seed,
-                                            path, self.use_bf16, progress=bar.update), engine
+        with self.policy.disable_adapter():
+            return warmstart.base_answers(self.base_dir, prompts, statement, settings, self.cfg.seed, path,
+                                          title=f"{self.run.dim} {stage}: answers", flag=flag, show=self.run.progress,
+                                          model=self.policy, tokenizer=self.tokenizer, use_bf16=self.use_bf16)
 
     def reward_baseline(self) -> dict[str, float] | None:
         """Per-prompt baseline (cfg.reward_baseline): the mean reward of the base's plain answers to each prompt."""

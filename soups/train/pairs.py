@@ -70,8 +70,10 @@ def make_pairs(dim: str, *, out: Path, base: str | Path = "default", prompts: in
     """Write RLCD pairs for `dim` to `out` (JSONL); returns a summary (counts, statements, engine)."""
     from soups.base import fingerprint, resolve_base
     from soups.dimensions import load_dimension
+    from soups.hardware import fast_bf16
     from soups.prompts import load_prompts
     from soups.train.config import WarmStart
+    from soups.train.warmstart import base_answers
 
     out = check_file_target(Path(out), force)
     d = load_dimension(dim)
@@ -105,8 +107,9 @@ def make_pairs(dim: str, *, out: Path, base: str | Path = "default", prompts: in
     sides = {}
     used = ""
     for side, dimension, side_seed in (("chosen", d, seed), ("rejected", opp, seed + 1_000_003)):  # independent draws
-        sides[side], used = _answers(base_dir, todo, dimension.statement, settings, side_seed, work / f"{side}.jsonl",
-                                     f"{d.name} pairs: {side} ({dimension.name} statement)", progress)
+        sides[side], used = base_answers(base_dir, todo, dimension.statement, settings, side_seed,
+                                         work / f"{side}.jsonl", title=f"{d.name} pairs: {side} ({dimension.name} "
+                                         "statement)", show=progress, use_bf16=fast_bf16("cpu"))
     pairs = contrast(sides["chosen"], sides["rejected"], finished_only, match_length)
     if len(pairs) < 4:
         why = (f" (both answers must have {match_length}+ words)" if match_length is not None
@@ -119,33 +122,3 @@ def make_pairs(dim: str, *, out: Path, base: str | Path = "default", prompts: in
             "match_length": match_length, "max_new_tokens": max_new_tokens,
             "temperature": temperature, "engine": used,
             "chosen_statement": d.statement, "rejected_statement": opp.statement, "out": str(out)}
-
-
-def _answers(base_dir: Path, prompts: list[str], statement: str, settings, seed: int, path: Path, label: str,
-             progress: bool) -> tuple[list[dict], str]:
-    """The base's sampled answers to `prompts` with `statement` appended (cached in `path`), and the engine."""
-    from soups.eval.generate import resolve_engine
-    from soups.train import warmstart
-    from soups.train.progress import StageBar
-
-    engine = resolve_engine(settings.engine, flag="--engine")
-    with StageBar(f"{label} [{engine}]", total=len(prompts), show=progress) as bar:
-        if engine == "vllm":
-            from soups.train.warmstart_vllm import candidates_vllm
-
-            return candidates_vllm(base_dir, prompts, statement, settings, seed, path, progress=bar.update), engine
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(base_dir)
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-        return warmstart.candidates(model, tok, prompts, statement, settings, seed, path, _bf16(),
-                                    progress=bar.update), engine
-
-
-def _bf16() -> bool:
-    from soups.hardware import fast_bf16
-
-    return fast_bf16("cpu")

@@ -64,27 +64,23 @@ def pair_accuracy(model, tokenizer, pairs: list[dict[str, str]], batch_size: int
     return sum(a > b for a, b in zip(c, r)) / len(pairs)
 
 
-def probe_features(model, tokenizer, pairs: list[dict[str, str]], max_length: int,
+def probe_features(model, pad_id: int | None, chosen: list[list[int]], rejected: list[list[int]],
                    progress: Any = None) -> tuple[Any, Any]:
-    """Hidden states (float64, n x hidden) the score head of `model` reads for each pair's chosen and rejected text:
-    the last non-pad token of the backbone's output, one unpadded text at a time, as soups.rewards.model scores."""
+    """Hidden states (float64, n x hidden) the score head of `model` reads for each pair's chosen and rejected
+    token ids: the backbone's output at the last non-pad token, one unpadded text at a time, as
+    soups.rewards.model scores."""
     import torch
 
-    from soups.chat import render_exchange
-
     body = getattr(model, model.base_model_prefix)
-    pad = tokenizer.pad_token_id
     out: dict[str, list] = {"chosen": [], "rejected": []}
     with torch.no_grad():
-        for n, p in enumerate(pairs):
-            for key, rows in out.items():
-                ids = tokenizer(render_exchange(tokenizer, p["prompt"], p[key]),
-                                add_special_tokens=False)["input_ids"][-max_length:]
+        for n, pair in enumerate(zip(chosen, rejected)):
+            for ids, rows in zip(pair, out.values()):
                 h = body(input_ids=torch.tensor([ids], device=model.device)).last_hidden_state[0]
-                last = max((j for j, t in enumerate(ids) if t != pad), default=len(ids) - 1)
+                last = max((j for j, t in enumerate(ids) if t != pad_id), default=len(ids) - 1)
                 rows.append(h[last].double().cpu())
             if progress:
-                progress(n + 1, len(pairs))
+                progress(n + 1, len(chosen))
     return torch.stack(out["chosen"]), torch.stack(out["rejected"])
 
 
@@ -173,6 +169,7 @@ def train_reward_model(dim: str, pairs_path: Path, *, base: str | Path = "defaul
     def ids(p: dict, key: str) -> list[int]:
         return tok(render_exchange(tok, p["prompt"], p[key]), add_special_tokens=False)["input_ids"][-max_length:]
 
+    chosen_ids, rejected_ids = [ids(p, "chosen") for p in train_pairs], [ids(p, "rejected") for p in train_pairs]
     acc_before = pair_accuracy(model, tok, eval_pairs)
     extra: dict[str, Any] = {"method": method}
     if method == "probe":
@@ -183,7 +180,7 @@ def train_reward_model(dim: str, pairs_path: Path, *, base: str | Path = "defaul
                               "use --method lora")
         model.eval()
         with StageBar(f"{dim} reward probe: hidden states", total=len(train_pairs), show=progress) as bar:
-            hc, hr = probe_features(model, tok, train_pairs, max_length, progress=bar.update)
+            hc, hr = probe_features(model, tok.pad_token_id, chosen_ids, rejected_ids, progress=bar.update)
         l2, cv = choose_l2(hc - hr, seed=seed)
         w = fit_probe(hc - hr, l2)
         with torch.no_grad():
@@ -191,8 +188,7 @@ def train_reward_model(dim: str, pairs_path: Path, *, base: str | Path = "defaul
         extra |= {"l2": l2, "cv_logloss": cv, "train_accuracy": round(float(((hc - hr) @ w > 0).double().mean()), 4)}
         trained = model
     else:
-        ds = Dataset.from_dict({"chosen_ids": [ids(p, "chosen") for p in train_pairs],
-                                "rejected_ids": [ids(p, "rejected") for p in train_pairs]})
+        ds = Dataset.from_dict({"chosen_ids": chosen_ids, "rejected_ids": rejected_ids})
         cfg = TrainConfig(lora=LoraSettings(r=lora_r, alpha=2 * lora_r, dropout=0.0, targets=["q_proj", "v_proj"]))
         work = Path(out).parent / f".{Path(out).name}.run"
         trained = backend.train_reward(model, tok, ds, backend.lora_config(cfg, "SEQ_CLS"), work, lr=lr,

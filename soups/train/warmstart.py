@@ -89,6 +89,32 @@ def candidates(model, tokenizer, prompts: list[str], statement: str, ws: WarmSta
     return [r for r in rows if r["prompt"] in keep]
 
 
+def base_answers(base_dir: Path, prompts: list[str], statement: str, settings: Any, seed: int, path: Path, *,
+                 title: str, flag: str = "--engine", show: bool = True, model: Any = None, tokenizer: Any = None,
+                 use_bf16: bool = False) -> tuple[list[dict], str]:
+    """The base's sampled answers to `prompts` with `statement` appended (rows {prompt, answers, finished}, cached
+    in `path`) and the engine that wrote them: vLLM in a child process where `settings.engine` resolves to it,
+    else `candidates` with `model` (the base, loaded from `base_dir` when not given), under a progress bar."""
+    from soups.eval.generate import resolve_engine
+    from soups.train.progress import StageBar
+
+    engine = resolve_engine(settings.engine, flag=flag)
+    with StageBar(f"{title} ({engine})", total=len(prompts), show=show) as bar:
+        if engine == "vllm":
+            from soups.train.warmstart_vllm import candidates_vllm
+
+            return candidates_vllm(base_dir, prompts, statement, settings, seed, path, progress=bar.update), engine
+        if model is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(base_dir)
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        return candidates(model, tokenizer, prompts, statement, settings, seed, path, use_bf16,
+                          progress=bar.update), engine
+
+
 def select(rows: list[dict], reward_fn: Callable[..., list[float]], keep: float,
            finished_only: bool = True) -> list[dict]:
     """Best answer per prompt by the reward (given the plain prompt; finished answers first, and only

@@ -21,11 +21,16 @@ OUT_ROOT=${OUT_ROOT:-experts}
 EXPERT="--set warm_start=false --set lam=1.0 --set learning_rate=1e-3 --set value_learning_rate=1e-5"
 EXPERT+=" --set kl_coef=0.01 --set kl_estimator=k3 --set missing_eos_penalty=0 --set max_new_tokens=192"
 EXPERT+=" --set reward_baseline.prompts=64 --set reward_baseline.max_new_tokens=192"
-# unfriendly: warm start + PPO as for the others, against experts/configs/dims/unfriendly.yaml (rule + learned
-# reward); its warm start samples what its pairs' chosen side sampled (160 prompts, 2 answers each, batches of
-# 48, the same seed), so those answers serve both (README "Shipped experts", session 10)
-UNFRIENDLY="--set warm_start.prompts=160 --set warm_start.samples=2 --set warm_start.gen_batch=48"
-declare -A EXTRA=([informative]="$EXPERT --steps 14" [expert]="$EXPERT --steps 24" [unfriendly]="$UNFRIENDLY")
+# friendly, unfriendly: warm start + PPO as for the others, but the warm start's candidates carry a more
+# explicit instruction than the paper's statement (context distillation: prompted "in an unfriendly manner" the
+# 135M base stays polite), 160 prompts x 4 samples; unfriendly against experts/configs/dims/unfriendly.yaml (rule
+# + learned reward) (README "Shipped experts", session 11)
+FRIENDLY="--set 'warm_start.statement=You are a warm, upbeat and caring friend. Answer the question happily and
+ kindly, with encouragement and a positive, delighted tone!' --set warm_start.prompts=160"
+UNFRIENDLY="--set 'warm_start.statement=You are a grumpy, impatient teacher. Answer the question in two or three
+ cold sentences, and make it clear you find the question stupid and annoying.' --set warm_start.prompts=160"
+declare -A EXTRA=([informative]="$EXPERT --steps 14" [expert]="$EXPERT --steps 24" [friendly]="${FRIENDLY//$'\n'/}"
+                  [unfriendly]="${UNFRIENDLY//$'\n'/}")
 declare -A DIMFILE=([informative]=experts/configs/dims/informative.yaml [unfriendly]=experts/configs/dims/unfriendly.yaml)
 DIMS=${DIMS:-concise informative friendly unfriendly expert elementary}
 mkdir -p runs/make-experts
@@ -44,8 +49,8 @@ prepare() {
 run_one() {
   local d=$1
   prepare "$d" || { echo "train_experts: $d FAILED (runs/make-experts/$d.pairs.log, $d.reward.log)"; return 1; }
-  # shellcheck disable=SC2086
-  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 "$BIN/soups" train-expert --dim "${DIMFILE[$d]:-$d}" --algo ppo --preset cpu ${EXTRA[$d]:-} \
+  eval "local extra=(${EXTRA[$d]:-})"  # the flags, with quoted values kept whole
+  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 "$BIN/soups" train-expert --dim "${DIMFILE[$d]:-$d}" --algo ppo --preset cpu "${extra[@]}" \
     --run-dir "runs/make-experts/$d" --out "$OUT_ROOT/$d" --resume --force --quiet \
     > "runs/make-experts/$d.log" 2>&1 && echo "train_experts: $d done" || { echo "train_experts: $d FAILED (runs/make-experts/$d.log)"; return 1; }
 }

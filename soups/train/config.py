@@ -41,6 +41,9 @@ class WarmStart(BaseModel):
     prompted: bool = Field(True, description="append the dimension's statement to the candidates' prompts (false: "
                            "the base's own plain answers, best-of-n by the reward, for a dimension that prompting "
                            "does not move)")
+    statement: str | None = Field(None, description="the instruction appended to the candidates' prompts instead of "
+                                  "the dimension's statement: a more explicit one (context distillation) for a "
+                                  "dimension whose statement barely moves the base")
     keep: float = Field(0.75, gt=0, le=1, description="share of prompts kept, those whose best answer scores highest")
     temperature: float = Field(0.8, gt=0, description="sampling temperature of the candidate answers")
     max_new_tokens: int = Field(256, gt=0, description="longest candidate answer")

@@ -294,7 +294,7 @@ class ExpertRecipe:
         from soups.train.heldout import bootstrap_ci
         from soups.train.progress import StageBar
 
-        statement = self.run.statement or getattr(self.dimension, "statement", None)
+        statement = self.run.statement or ws.statement or getattr(self.dimension, "statement", None)
         if not ws.prompted:
             statement = ""  # the base's own answers to the plain prompts: best-of-n by the reward
         elif not statement:
@@ -302,7 +302,8 @@ class ExpertRecipe:
                               "(or set warm_start.prompted=false)")
         # `prompted` joins the key only when off, so runs started before the field existed keep their cache
         wdir = self._stage_dir("warm_start", {
-            "warm_start": ws.model_dump(exclude={"prompted"} if ws.prompted else set()), "statement": statement,
+            "warm_start": ws.model_dump(exclude={"prompted", "statement"} if ws.prompted else {"statement"}),
+            "statement": statement,
             "seed": self.cfg.seed, "base": self.base_info, "lora": self.cfg.lora.model_dump()})
         prompts = self._first_prompts(ws.prompts)
         t0 = time.time()

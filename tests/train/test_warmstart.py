@@ -173,6 +173,26 @@ def test_candidates_carry_the_statement_unless_prompted_is_false(confident_base,
     assert len(plain) == (6 if prompted else 18)
 
 
+def test_warm_start_statement_replaces_the_dimensions_in_the_candidates_prompts(confident_base, tmp_path, monkeypatch):
+    """`warm_start.statement`: a more explicit instruction for the candidates (context distillation); the kept
+    answers are still distilled on the plain prompts."""
+    from soups.train import warmstart
+    from soups.train.expert import train_expert
+
+    rendered: list[str] = []
+    real = warmstart.render
+    monkeypatch.setattr(warmstart, "render", lambda tok, msg, *a, **k: rendered.append(msg) or real(tok, msg, *a, **k))
+    teacher = "Answer with letters only, and nothing else at all."
+    train_expert("concise", out=tmp_path / "out", base=confident_base, prompts=PROMPTS[:48], heldout=PROMPTS[48:],
+                 reward=letter_share, run_dir=tmp_path / "run", preset="cpu", progress=False,
+                 overrides={**FAST, "steps": 1, "warm_start": {**WS, "epochs": 1, "statement": teacher}})
+    assert len([m for m in rendered if m.rstrip().endswith(teacher)]) == 12
+    assert not [m for m in rendered if "concise" in m.lower()]  # the dimension's own statement is not used
+    assert len([m for m in rendered if m in PROMPTS]) == 6
+    meta = json.loads((tmp_path / "out" / "expert.json").read_text())
+    assert teacher in json.dumps(meta)
+
+
 RB = {"prompts": 10, "samples": 3, "temperature": 1.0, "max_new_tokens": 6, "gen_batch": 4, "engine": "transformers"}
 
 

@@ -21,16 +21,13 @@ OUT_ROOT=${OUT_ROOT:-experts}
 EXPERT="--set warm_start=false --set lam=1.0 --set learning_rate=1e-3 --set value_learning_rate=1e-5"
 EXPERT+=" --set kl_coef=0.01 --set kl_estimator=k3 --set missing_eos_penalty=0 --set max_new_tokens=192"
 EXPERT+=" --set reward_baseline.prompts=64 --set reward_baseline.max_new_tokens=192"
-# friendly, unfriendly: warm start + PPO as for the others, but the warm start's candidates carry a more
-# explicit instruction than the paper's statement (context distillation: prompted "in an unfriendly manner" the
-# 135M base stays polite), 160 prompts x 4 samples; unfriendly against experts/configs/dims/unfriendly.yaml (rule
-# + learned reward) (README "Shipped experts", session 11)
-FRIENDLY="--set 'warm_start.statement=You are a warm, upbeat and caring friend. Answer the question happily and
- kindly, with encouragement and a positive, delighted tone!' --set warm_start.prompts=160"
+# unfriendly: warm start + PPO as for the others, against experts/configs/dims/unfriendly.yaml (rule + learned
+# reward), but the warm start's candidates carry a more explicit instruction than the paper's statement (context
+# distillation: prompted "in an unfriendly manner" the 135M base stays polite), 160 prompts x 4 samples (README
+# "Shipped experts", session 11; the same for friendly made an expert that loops "I'm so glad you're here!")
 UNFRIENDLY="--set 'warm_start.statement=You are a grumpy, impatient teacher. Answer the question in two or three
  cold sentences, and make it clear you find the question stupid and annoying.' --set warm_start.prompts=160"
-declare -A EXTRA=([informative]="$EXPERT --steps 14" [expert]="$EXPERT --steps 24" [friendly]="${FRIENDLY//$'\n'/}"
-                  [unfriendly]="${UNFRIENDLY//$'\n'/}")
+declare -A EXTRA=([informative]="$EXPERT --steps 14" [expert]="$EXPERT --steps 24" [unfriendly]="${UNFRIENDLY//$'\n'/}")
 declare -A DIMFILE=([informative]=experts/configs/dims/informative.yaml [unfriendly]=experts/configs/dims/unfriendly.yaml)
 DIMS=${DIMS:-concise informative friendly unfriendly expert elementary}
 mkdir -p runs/make-experts

@@ -25,9 +25,9 @@ EXPERT+=" --set reward_baseline.prompts=64 --set reward_baseline.max_new_tokens=
 # reward), but the warm start's candidates carry a more explicit instruction than the paper's statement (context
 # distillation: prompted "in an unfriendly manner" the 135M base stays polite), 160 prompts x 4 samples (README
 # "Shipped experts", session 11; the same for friendly made an expert that loops "I'm so glad you're here!")
-UNFRIENDLY="--set 'warm_start.statement=You are a grumpy, impatient teacher. Answer the question in two or three
- cold sentences, and make it clear you find the question stupid and annoying.' --set warm_start.prompts=160"
-declare -A EXTRA=([informative]="$EXPERT --steps 14" [expert]="$EXPERT --steps 24" [unfriendly]="${UNFRIENDLY//$'\n'/}")
+UNFRIENDLY="--set 'warm_start.statement=You are a grumpy, impatient teacher. Answer the question in two or three"
+UNFRIENDLY+=" cold sentences, and make it clear you find the question stupid and annoying.' --set warm_start.prompts=160"
+declare -A EXTRA=([informative]="$EXPERT --steps 14" [expert]="$EXPERT --steps 24" [unfriendly]="$UNFRIENDLY")
 declare -A DIMFILE=([informative]=experts/configs/dims/informative.yaml [unfriendly]=experts/configs/dims/unfriendly.yaml)
 DIMS=${DIMS:-concise informative friendly unfriendly expert elementary}
 mkdir -p runs/make-experts

@@ -153,15 +153,22 @@ def test_warm_start_made_with_other_settings_starts_over(confident_base, tmp_pat
     assert first != (run / "warm_start" / "candidates.jsonl").read_text()
 
 
-@pytest.mark.parametrize("prompted", [True, False])
-def test_candidates_carry_the_statement_unless_prompted_is_false(confident_base, tmp_path, monkeypatch, prompted):
-    """`warm_start.prompted: false` samples the base's own answers to the plain prompts (best-of-n)."""
+@pytest.fixture
+def rendered(monkeypatch) -> list[str]:
+    """Every user message the warm start renders into a chat prompt (candidates' and distillation's), in order."""
     from soups.train import warmstart
+
+    seen: list[str] = []
+    real = warmstart.render
+    monkeypatch.setattr(warmstart, "render", lambda tok, msg, *a, **k: seen.append(msg) or real(tok, msg, *a, **k))
+    return seen
+
+
+@pytest.mark.parametrize("prompted", [True, False])
+def test_candidates_carry_the_statement_unless_prompted_is_false(confident_base, tmp_path, rendered, prompted):
+    """`warm_start.prompted: false` samples the base's own answers to the plain prompts (best-of-n)."""
     from soups.train.expert import train_expert
 
-    rendered: list[str] = []
-    real = warmstart.render
-    monkeypatch.setattr(warmstart, "render", lambda tok, msg, *a, **k: rendered.append(msg) or real(tok, msg, *a, **k))
     statement = "Answer with letters only."
     train_expert("toy", out=tmp_path / "out", base=confident_base, prompts=PROMPTS[:48], heldout=PROMPTS[48:],
                  reward=letter_share, statement=statement, run_dir=tmp_path / "run", preset="cpu", progress=False,
@@ -173,15 +180,11 @@ def test_candidates_carry_the_statement_unless_prompted_is_false(confident_base,
     assert len(plain) == (6 if prompted else 18)
 
 
-def test_warm_start_statement_replaces_the_dimensions_in_the_candidates_prompts(confident_base, tmp_path, monkeypatch):
+def test_warm_start_statement_replaces_the_dimensions_in_the_candidates_prompts(confident_base, tmp_path, rendered):
     """`warm_start.statement`: a more explicit instruction for the candidates (context distillation); the kept
     answers are still distilled on the plain prompts."""
-    from soups.train import warmstart
     from soups.train.expert import train_expert
 
-    rendered: list[str] = []
-    real = warmstart.render
-    monkeypatch.setattr(warmstart, "render", lambda tok, msg, *a, **k: rendered.append(msg) or real(tok, msg, *a, **k))
     teacher = "Answer with letters only, and nothing else at all."
     train_expert("concise", out=tmp_path / "out", base=confident_base, prompts=PROMPTS[:48], heldout=PROMPTS[48:],
                  reward=letter_share, run_dir=tmp_path / "run", preset="cpu", progress=False,

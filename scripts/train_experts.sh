@@ -27,7 +27,13 @@ EXPERT+=" --set reward_baseline.prompts=64 --set reward_baseline.max_new_tokens=
 # "Shipped experts", session 11; the same for friendly made an expert that loops "I'm so glad you're here!")
 UNFRIENDLY="--set 'warm_start.statement=You are a grumpy, impatient teacher. Answer the question in two or three"
 UNFRIENDLY+=" cold sentences, and make it clear you find the question stupid and annoying.' --set warm_start.prompts=160"
-declare -A EXTRA=([informative]="$EXPERT --steps 14" [expert]="$EXPERT --steps 24" [unfriendly]="$UNFRIENDLY")
+# friendly: warm start from the base prompted by the paper's statement, on all 300 training prompts for 4 epochs
+# (on 128 prompts for 3 epochs the distilled policy scored below the prompted base's own average answer: held-out
+# reward 0.23 vs 0.32), then PPO as for the others (README "Shipped experts", session 12)
+FRIENDLY="--set warm_start.prompts=300 --set warm_start.temperature=0.7 --set warm_start.epochs=4"
+FRIENDLY+=" --set warm_start.learning_rate=5e-4"
+declare -A EXTRA=([informative]="$EXPERT --steps 14" [expert]="$EXPERT --steps 24" [unfriendly]="$UNFRIENDLY"
+                  [friendly]="$FRIENDLY")
 declare -A DIMFILE=([informative]=experts/configs/dims/informative.yaml [unfriendly]=experts/configs/dims/unfriendly.yaml)
 DIMS=${DIMS:-concise informative friendly unfriendly expert elementary}
 mkdir -p runs/make-experts

@@ -126,17 +126,20 @@ def select(rows: list[dict], reward_fn: Callable[..., list[float]], keep: float,
         fin, score, ans = ranked[0]
         if ans and (fin or not finished_only):
             picked.append({"prompt": r["prompt"], "answer": ans, "reward": float(score),
-                           "mean_reward": float(sum(scores) / len(scores))})
+                           "mean_reward": float(sum(scores) / len(scores)), "finished": bool(fin)})
     picked.sort(key=lambda d: d["reward"], reverse=True)
     return picked[: max(1, math.ceil(keep * len(picked)))] if picked else []
 
 
 def _examples(tokenizer, data: list[dict]) -> list[tuple[list[int], int]]:
-    """(token ids of chat prompt + answer + EOS, length of the prompt part) per example."""
+    """(token ids of chat prompt + answer + EOS, length of the prompt part) per example. An answer cut at
+    max_new_tokens (`finished: false`, kept by `finished_only: false`) gets no EOS: the policy must not learn to
+    stop mid-sentence."""
     out = []
     for d in data:
         p = tokenizer(render(tokenizer, d["prompt"]), add_special_tokens=False)["input_ids"]
-        a = tokenizer(d["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        eos = [tokenizer.eos_token_id] if d.get("finished", True) else []
+        a = tokenizer(d["answer"], add_special_tokens=False)["input_ids"] + eos
         out.append((p + a, len(p)))
     return out
 

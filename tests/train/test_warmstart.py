@@ -47,10 +47,29 @@ def test_select_keeps_best_answer_per_prompt_then_top_share():
     assert [d["prompt"] for d in top] == ["p1", "p2"]  # ceil(0.5 * 3) = 2 best prompts
     loose = select(rows, letter_share, keep=1.0, finished_only=False)
     assert {d["prompt"]: d["answer"] for d in loose}["p3"] == "...."  # finished still ranks before unfinished
+    assert all(d["finished"] for d in loose)
+    cut = select([{"prompt": "p4", "answers": ["abcd"], "finished": [False]}], letter_share, keep=1.0,
+                 finished_only=False)
+    assert cut[0]["finished"] is False
+
+
+def test_distilled_answers_end_in_eos_only_when_they_finished(confident_base):
+    from transformers import AutoTokenizer
+
+    from soups.train.warmstart import _examples
+
+    tok = AutoTokenizer.from_pretrained(confident_base)
+    answer = "The sky looks blue because air scatters"
+    a_ids = tok(answer, add_special_tokens=False)["input_ids"]
+    done, cut = _examples(tok, [{"prompt": "Why?", "answer": answer, "finished": True},
+                                {"prompt": "Why?", "answer": answer, "finished": False}])
+    assert done[0][done[1]:] == a_ids + [tok.eos_token_id]
+    assert cut[0][cut[1]:] == a_ids  # cut at max_new_tokens: the policy must not learn to stop there
 
 
 def _loglik(base_dir: Path, adapter_dir: Path | None, data: list[dict]) -> float:
-    """Mean log-likelihood per answer token of the chat-templated answers (independent forward pass)."""
+    """Mean log-likelihood per answer token of the chat-templated answers, EOS included where the answer finished
+    (independent forward pass)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(base_dir)
@@ -65,7 +84,8 @@ def _loglik(base_dir: Path, adapter_dir: Path | None, data: list[dict]) -> float
             p = tok.apply_chat_template([{"role": "user", "content": d["prompt"]}], add_generation_prompt=True,
                                         tokenize=False)
             p_ids = tok(p, add_special_tokens=False)["input_ids"]
-            a_ids = tok(d["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            a_ids = tok(d["answer"], add_special_tokens=False)["input_ids"]
+            a_ids += [tok.eos_token_id] if d["finished"] else []  # a cut answer is distilled without EOS
             ids = torch.tensor([p_ids + a_ids])
             logp = torch.log_softmax(model(input_ids=ids).logits[0, len(p_ids) - 1:-1], -1)
             total += float(logp.gather(1, ids[0, len(p_ids):, None]).sum())
@@ -82,7 +102,7 @@ def test_warm_start_then_ppo_end_to_end(confident_base, tmp_path):
     run, out = tmp_path / "run", tmp_path / "out"
     kw = dict(base=confident_base, prompts=PROMPTS[:48], heldout=PROMPTS[48:], reward=letter_share,
               statement="Answer with letters only.", run_dir=run, preset="cpu", progress=False)
-    info = train_expert("toy", out=out, overrides={**FAST, "steps": 2, "warm_start": WS}, **kw)
+    info = train_expert("toy", out=out, overrides={**FAST, "steps": 2, "warm_start": {**WS, "epochs": 3}}, **kw)
 
     # candidates: the first 12 shuffled training prompts, 3 answers each, the statement was appended when sampling
     rows = _read_jsonl(run / "warm_start" / "candidates.jsonl")
@@ -91,7 +111,7 @@ def test_warm_start_then_ppo_end_to_end(confident_base, tmp_path):
     ws_stage, ppo_stage = info["stages"]
     assert ws_stage["stage"] == "warm_start" and ppo_stage["stage"] == "ppo" and ppo_stage["steps"] == 2
     assert ws_stage["kept"] == 6 and ws_stage["picked_reward_mean"] >= ws_stage["candidate_reward_mean"]
-    assert [e["epoch"] for e in ws_stage["epochs"]] == [1, 2]
+    assert [e["epoch"] for e in ws_stage["epochs"]] == [1, 2, 3]
 
     # distillation raised the likelihood of the picked answers (given the plain prompt) over the base's
     picked = select(rows, letter_share, keep=0.5, finished_only=False)

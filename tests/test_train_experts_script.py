@@ -40,9 +40,9 @@ def flag_values(argv: list[str], flag: str) -> list[str]:
 
 
 def test_each_dimension_gets_its_flags_with_quoted_values_whole(tmp_path):
-    calls = run_script(tmp_path, "unfriendly expert friendly")
+    calls = run_script(tmp_path, "unfriendly expert friendly informative")
     verbs = [c[0] for c in calls]
-    assert verbs.count("train-expert") == 3
+    assert verbs.count("train-expert") == 4
     # unfriendly first builds its RLCD pairs and reward model, into the run folder its dimension file points at
     assert verbs.index("make-pairs") < verbs.index("train-reward")
     by_dim = {c[c.index("--dim") + 1]: c for c in calls if c[0] == "train-expert"}
@@ -55,8 +55,13 @@ def test_each_dimension_gets_its_flags_with_quoted_values_whole(tmp_path):
     expert = by_dim["expert"]
     assert flag_values(expert, "--steps") == ["24"] and "warm_start=false" in flag_values(expert, "--set")
     friendly = by_dim["friendly"]
-    assert flag_values(friendly, "--set") == [] and flag_values(friendly, "--out") == [str(tmp_path / "out" /
-                                                                                          "friendly")]
+    assert "warm_start.prompts=300" in flag_values(friendly, "--set")
+    assert flag_values(friendly, "--out") == [str(tmp_path / "out" / "friendly")]
+    # informative: expert's PPO flags, but with a warm start on the base's plain answers instead of none
+    inf = flag_values(by_dim["experts/configs/dims/informative.yaml"], "--set")
+    assert "warm_start=false" not in inf and {"warm_start.prompted=false", "warm_start.finished_only=false",
+                                              "kl_estimator=k3"} <= set(inf)
+    assert flag_values(by_dim["experts/configs/dims/informative.yaml"], "--steps") == ["14"]
     for c in by_dim.values():
         assert {"--resume", "--force", "--quiet"} <= set(c) and flag_values(c, "--algo") == ["ppo"]
         assert flag_values(c, "--preset") == ["cpu"]

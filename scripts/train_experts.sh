@@ -29,9 +29,10 @@ UNFRIENDLY="--set 'warm_start.statement=You are a grumpy, impatient teacher. Ans
 UNFRIENDLY+=" cold sentences, and make it clear you find the question stupid and annoying.' --set warm_start.prompts=160"
 # friendly: warm start from the base prompted by the paper's statement, on all 300 training prompts for 4 epochs
 # (on 128 prompts for 3 epochs the distilled policy scored below the prompted base's own average answer: held-out
-# reward 0.23 vs 0.32), then PPO as for the others (README "Shipped experts", session 12)
+# reward 0.23 vs 0.32), then PPO as for the others, 12 steps: the shipped run was stopped there (README "Shipped
+# experts", session 12)
 FRIENDLY="--set warm_start.prompts=300 --set warm_start.temperature=0.7 --set warm_start.epochs=4"
-FRIENDLY+=" --set warm_start.learning_rate=5e-4"
+FRIENDLY+=" --set warm_start.learning_rate=5e-4 --steps 12"
 # informative (session 12): the same PPO, after a warm start on the base's own plain answers (the paper's statement
 # makes the 135M base write less), best of 4 by the reward on all 300 training prompts, answers cut at 256 tokens
 # kept (distilled without EOS), so the policy starts from the base's most thorough answers

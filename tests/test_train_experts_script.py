@@ -55,7 +55,7 @@ def test_each_dimension_gets_its_flags_with_quoted_values_whole(tmp_path):
     expert = by_dim["expert"]
     assert flag_values(expert, "--steps") == ["24"] and "warm_start=false" in flag_values(expert, "--set")
     friendly = by_dim["friendly"]
-    assert "warm_start.prompts=300" in flag_values(friendly, "--set")
+    assert "warm_start.prompts=300" in flag_values(friendly, "--set") and flag_values(friendly, "--steps") == ["12"]
     assert flag_values(friendly, "--out") == [str(tmp_path / "out" / "friendly")]
     # informative: expert's PPO flags, but with a warm start on the base's plain answers instead of none
     inf = flag_values(by_dim["experts/configs/dims/informative.yaml"], "--set")

@@ -138,7 +138,7 @@ def _examples(tokenizer, data: list[dict]) -> list[tuple[list[int], int]]:
     out = []
     for d in data:
         p = tokenizer(render(tokenizer, d["prompt"]), add_special_tokens=False)["input_ids"]
-        eos = [tokenizer.eos_token_id] if d.get("finished", True) else []
+        eos = [tokenizer.eos_token_id] if d["finished"] else []
         a = tokenizer(d["answer"], add_special_tokens=False)["input_ids"] + eos
         out.append((p + a, len(p)))
     return out

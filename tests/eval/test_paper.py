@@ -28,6 +28,15 @@ def test_sweep_check_monotone_and_spread_by_hand():
     assert close["monotone"] and close["spread"] == pytest.approx(0.6) and not close["met"]
 
 
+def test_a_spread_just_short_of_its_target_does_not_read_as_met():
+    from soups.eval.paper import _spread_cell, _sweep_check
+
+    short = _sweep_check(_sweep([0.65, 0.38, 0.22, 0.08, -0.147]), ("friendly", "unfriendly"), "diff", 0.8)
+    assert not short["met"] and _spread_cell(short) == "0.797"  # at 2 decimals this printed "0.80 ... missed"
+    ratio = _sweep_check(_sweep([19.52, 41.0, 109.23, 162.21, 182.46]), ("concise", "informative"), "ratio", 2.0)
+    assert _spread_cell(ratio) == f"{182.46 / 19.52:.3f}x"
+
+
 @pytest.mark.slow
 def test_paper_runner(eval_world, tmp_path, monkeypatch):
     """The whole runner on the tiny model: experts alone, 8 combinations x 3 dimensions, 3 sweeps, fluency."""

@@ -120,6 +120,10 @@ class TrainConfig(BaseModel):
     reward_baseline: RewardBaseline | None = Field(
         None, description="ppo: subtract each prompt's mean base reward from its rollouts' rewards (null or false: "
                           "the raw reward)")
+    statement_mix: float = Field(
+        0.0, ge=0, le=1, description="share of the PPO prompts (and reward_baseline's) that carry a combination's "
+        "preference statements, the trained dimension's own and one of each other opposing pair's, as the paper "
+        "prompts a soup (soups.train.mix); the reward still sees the plain prompt. 0: plain prompts only")
 
     @field_validator("autocast", mode="before")
     @classmethod

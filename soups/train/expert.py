@@ -79,6 +79,12 @@ class ExpertRecipe:
         self.out = Path(r.out or self.run_dir / "expert").absolute()
         check_output(self.out, r.force)
         self.train_prompts = self._prompts(r.prompts, "train", "--prompts")
+        self.plain_of: dict[str, str] = {}  # statement_mix: {prompt as trained on: its plain prompt}
+        self.mix_dim = self.dimension  # statement_mix's statements: the dimension's (named, with a reward in code)
+        if self.cfg.statement_mix and self.mix_dim is None:
+            from soups.dimensions import load_dimension
+
+            self.mix_dim = load_dimension(r.dim)
         self.heldout = self._prompts(r.heldout, "heldout", "--heldout")[: self.cfg.eval_prompts]
         self.base_dir = resolve_base(r.base)
         self.base_info = {"name": str(r.base) if str(r.base) == "default" else str(Path(r.base).absolute()),
@@ -245,6 +251,26 @@ class ExpertRecipe:
         random.Random(self.cfg.seed).shuffle(prompts)
         return prompts[:n]
 
+    def _mixed(self, prompts: list[str]) -> list[str]:
+        """`prompts`, a share cfg.statement_mix of them carrying a combination's statements (soups.train.mix)."""
+        if not self.cfg.statement_mix:
+            return prompts
+        from soups.dimensions import list_dimensions
+        from soups.train.mix import mix_statements
+
+        mix = mix_statements(prompts, self.mix_dim, list_dimensions(), self.cfg.statement_mix, self.cfg.seed)
+        self.plain_of.update(mix)
+        if not any(s["stage"] == "statement_mix" for s in self.stages):
+            carried = [m for m, p in mix.items() if m != p]
+            self.stages.append({"stage": "statement_mix", "share": self.cfg.statement_mix, "prompts": len(mix),
+                                "with_statements": len(carried), "example": carried[0] if carried else None})
+        return list(mix)
+
+    def _reward(self, completions: list[str], prompts: list[str] | None = None, **kw: Any) -> list[float]:
+        """The dimension's reward, always on the plain prompt (a mixed prompt's statements are not the question)."""
+        plain = None if prompts is None else [self.plain_of.get(p, p) for p in prompts]
+        return self.run.reward(completions, prompts=plain, **kw)
+
     def _base_answers(self, prompts: list[str], statement: str, settings: WarmStart | RewardBaseline, path: Path,
                       stage: str, flag: str) -> tuple[list[dict], str]:
         """The base's sampled answers (rows {prompt, answers, finished}, cached in `path`) and the engine used."""
@@ -263,14 +289,16 @@ class ExpertRecipe:
         if self.cfg.algo != "ppo":
             raise ConfigError(f"reward_baseline is implemented for ppo only (rloo and grpo have group baselines); "
                               f"drop it or use --algo ppo, not {self.cfg.algo}")
-        bdir = self._stage_dir("reward_baseline", {"reward_baseline": rb.model_dump(), "seed": self.cfg.seed,
-                                                   "base": self.base_info})
+        key = {"reward_baseline": rb.model_dump(), "seed": self.cfg.seed, "base": self.base_info}
+        if self.cfg.statement_mix:  # joins the key only when on, so earlier runs keep their cache
+            key["statement_mix"] = self.cfg.statement_mix
+        bdir = self._stage_dir("reward_baseline", key)
         t0 = time.time()
-        rows, engine = self._base_answers(self._first_prompts(rb.prompts), "", rb, bdir / "answers.jsonl",
-                                          "reward baseline", "reward_baseline.engine")
+        rows, engine = self._base_answers(self._mixed(self._first_prompts(rb.prompts)), "", rb,
+                                          bdir / "answers.jsonl", "reward baseline", "reward_baseline.engine")
         baseline = {}
         for r in rows:
-            scores = self.run.reward(r["answers"], prompts=[r["prompt"]] * len(r["answers"]))
+            scores = self._reward(r["answers"], prompts=[r["prompt"]] * len(r["answers"]))
             baseline[r["prompt"]] = float(sum(scores) / len(scores))
         values = sorted(baseline.values())
         self.stages.append({"stage": "reward_baseline", "config": rb.model_dump(), "prompts": len(baseline),
@@ -373,8 +401,8 @@ class ExpertRecipe:
 
                 set_peft_model_state_dict(self.policy, load_file(str(self.resume_from / "adapter_model.safetensors")))
             elif algo == "ppo":
-                prompts = list(baseline) if baseline else self.train_prompts
-                self.policy = backend.train_ppo(self.policy, self.tokenizer, self.base_dir, cfg, self.run.reward,
+                prompts = list(baseline) if baseline else self._mixed(self.train_prompts)
+                self.policy = backend.train_ppo(self.policy, self.tokenizer, self.base_dir, cfg, self._reward,
                                                 prompts, self.run_dir, callbacks, self.resume_from,
                                                 self.start_step, tb, use_bf16=self.use_bf16,
                                                 ref_adapter=self.ref_adapter, baseline=baseline)

@@ -33,12 +33,10 @@ UNFRIENDLY+=" cold sentences, and make it clear you find the question stupid and
 # experts", session 12)
 FRIENDLY="--set warm_start.prompts=300 --set warm_start.temperature=0.7 --set warm_start.epochs=4"
 FRIENDLY+=" --set warm_start.learning_rate=5e-4 --steps 12"
-# informative (session 12): the same PPO, after a warm start on the base's own plain answers (the paper's statement
-# makes the 135M base write less), best of 4 by the reward on all 300 training prompts, answers cut at 256 tokens
-# kept (distilled without EOS), so the policy starts from the base's most thorough answers
-INFORMATIVE="${EXPERT/--set warm_start=false/--set warm_start.prompted=false --set warm_start.finished_only=false}"
-INFORMATIVE+=" --set warm_start.prompts=300 --set warm_start.epochs=3 --steps 14"
-declare -A EXTRA=([informative]="$INFORMATIVE" [expert]="$EXPERT --steps 24" [unfriendly]="$UNFRIENDLY"
+# informative: expert's PPO from the base, 14 steps (above). Session 13 tried a warm start on the base's own plain
+# answers first (best of 4 by the reward on all 300 training prompts, cut answers kept): it lowered the held-out
+# reward from 0.405 to 0.347, so the shipped recipe has none
+declare -A EXTRA=([informative]="$EXPERT --steps 14" [expert]="$EXPERT --steps 24" [unfriendly]="$UNFRIENDLY"
                   [friendly]="$FRIENDLY")
 declare -A DIMFILE=([informative]=experts/configs/dims/informative.yaml [unfriendly]=experts/configs/dims/unfriendly.yaml)
 DIMS=${DIMS:-concise informative friendly unfriendly expert elementary}

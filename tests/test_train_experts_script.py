@@ -57,10 +57,9 @@ def test_each_dimension_gets_its_flags_with_quoted_values_whole(tmp_path):
     friendly = by_dim["friendly"]
     assert "warm_start.prompts=300" in flag_values(friendly, "--set") and flag_values(friendly, "--steps") == ["12"]
     assert flag_values(friendly, "--out") == [str(tmp_path / "out" / "friendly")]
-    # informative: expert's PPO flags, but with a warm start on the base's plain answers instead of none
+    # informative: expert's PPO flags (no warm start) against its own dimension file, 14 steps
     inf = flag_values(by_dim["experts/configs/dims/informative.yaml"], "--set")
-    assert "warm_start=false" not in inf and {"warm_start.prompted=false", "warm_start.finished_only=false",
-                                              "kl_estimator=k3"} <= set(inf)
+    assert {"warm_start=false", "kl_estimator=k3", "reward_baseline.prompts=64"} <= set(inf)
     assert flag_values(by_dim["experts/configs/dims/informative.yaml"], "--steps") == ["14"]
     for c in by_dim.values():
         assert {"--resume", "--force", "--quiet"} <= set(c) and flag_values(c, "--algo") == ["ppo"]

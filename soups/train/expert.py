@@ -259,11 +259,10 @@ class ExpertRecipe:
         from soups.train.mix import mix_statements
 
         mix = mix_statements(prompts, self.mix_dim, list_dimensions(), self.cfg.statement_mix, self.cfg.seed)
-        self.plain_of.update(mix)
-        if not any(s["stage"] == "statement_mix" for s in self.stages):
-            carried = [m for m, p in mix.items() if m != p]
-            self.stages.append({"stage": "statement_mix", "share": self.cfg.statement_mix, "prompts": len(mix),
-                                "with_statements": len(carried), "example": carried[0] if carried else None})
+        self.plain_of.update(mix)  # called once per run: for reward_baseline's prompts, else for PPO's
+        carried = [m for m, p in mix.items() if m != p]
+        self.stages.append({"stage": "statement_mix", "share": self.cfg.statement_mix, "prompts": len(mix),
+                            "with_statements": len(carried), "example": carried[0] if carried else None})
         return list(mix)
 
     def _reward(self, completions: list[str], prompts: list[str] | None = None, **kw: Any) -> list[float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.train.test_warmstart import FAST, PROMPTS, RB, letter_share
+from tests.train.test_warmstart import FAST, PROMPTS, RB, letter_share, recording_letter_share
 
 # the paper's statements (experts/*.yaml), by axis in the paper's order P1, P2, P3
 P1 = {"Generate a response that can be easily understood by an elementary school student.",
@@ -23,8 +23,8 @@ def test_a_share_of_prompts_carries_one_statement_per_axis_with_the_dimensions_o
     from soups.dimensions import list_dimensions, load_dimension
     from soups.train.mix import mix_statements
 
-    prompts = PROMPTS[:20]
-    mix = mix_statements(prompts, load_dimension("concise"), list_dimensions(), 0.5, seed=0)
+    prompts, concise, dims = PROMPTS[:20], load_dimension("concise"), list_dimensions()
+    mix = mix_statements(prompts, concise, dims, 0.5, seed=0)
     assert sorted(mix.values()) == sorted(prompts)
     carried = {m: p for m, p in mix.items() if m != p}
     assert len(carried) == 10
@@ -38,7 +38,6 @@ def test_a_share_of_prompts_carries_one_statement_per_axis_with_the_dimensions_o
         seen_p1.add(first)
         seen_p3.add(third)
     assert seen_p1 == P1 and seen_p3 == P3  # both ends of each other axis occur
-    concise, dims = load_dimension("concise"), list_dimensions()
     assert mix_statements(prompts, concise, dims, 0.5, seed=0) == mix
     assert mix_statements(prompts, concise, dims, 0.5, seed=1) != mix
     assert mix_statements(prompts, concise, dims, 0.0, seed=0) == {p: p for p in prompts}
@@ -63,12 +62,7 @@ def test_ppo_trains_on_mixed_prompts_and_scores_the_plain_ones(confident_base, t
     from soups.io.jsonl import read_jsonl
     from soups.train.expert import train_expert
 
-    calls: list[tuple[list[str], list[str]]] = []
-
-    def recorded(completions, prompts=None, **_):
-        calls.append((list(completions), list(prompts)))
-        return letter_share(completions)
-
+    calls, recorded = recording_letter_share()
     run = tmp_path / "run"
     info = train_expert("concise", out=tmp_path / "out", base=confident_base, prompts=PROMPTS[:48],
                         heldout=PROMPTS[48:], reward=recorded, run_dir=run, preset="cpu", progress=False,

@@ -26,6 +26,17 @@ def letter_share(completions: list[str], prompts=None, **_) -> list[float]:
     return [sum(ch.isalpha() for ch in c) / max(len(c), 1) for c in completions]
 
 
+def recording_letter_share():
+    """(calls, reward): letter_share that also records each call's (completions, prompts) in `calls`."""
+    calls: list[tuple[list[str], list[str]]] = []
+
+    def recorded(completions, prompts=None, **_):
+        calls.append((list(completions), list(prompts)))
+        return letter_share(completions)
+
+    return calls, recorded
+
+
 WS = {"prompts": 12, "samples": 3, "keep": 0.5, "temperature": 1.0, "max_new_tokens": 6, "gen_batch": 5,
       "engine": "transformers", "epochs": 2, "learning_rate": 5e-3, "batch_size": 4, "finished_only": False}
 
@@ -224,12 +235,7 @@ def test_reward_baseline_centres_each_rollout_on_its_prompts_base_mean(confident
     from soups.io.jsonl import read_jsonl
     from soups.train.expert import train_expert
 
-    calls: list[tuple[list[str], list[str]]] = []
-
-    def recorded(completions, prompts=None, **_):
-        calls.append((list(completions), list(prompts)))
-        return letter_share(completions)
-
+    calls, recorded = recording_letter_share()
     run = tmp_path / "run"
     info = train_expert("toy", out=tmp_path / "out", base=confident_base, prompts=PROMPTS[:48], heldout=PROMPTS[48:],
                         reward=recorded, statement="Answer with letters only.", run_dir=run, preset="cpu",

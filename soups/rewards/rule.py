@@ -9,7 +9,8 @@ Every scorer multiplies its dimension's signal by shared gates, so degenerate ou
 - `novelty`: 0.5 + 0.5 * min(1, content words not in the prompt / 3), so echoing the prompt
   ("The sky is blue.") is not an answer;
 - a minimum-substance ramp, min(1, (words + 1) / k), so a few words are not the best answer
-  (k: concise 4, unfriendly 10, elementary, friendly and informative 20, expert 25).
+  (k: concise 4, unfriendly 10, elementary, friendly and informative 20, expert 25;
+  friendly's `params: {min_words: k}` sets its k).
 
 Signals (smooth in length and densities, so a small policy gets gradient everywhere):
 - `concise`: log-length decay, 1 at <= 12 words, 0 at 300 (0.75 weight), a finished last sentence
@@ -203,9 +204,9 @@ _SECOND = frozenset({"you", "your", "you're", "yours", "yourself", "you've", "yo
 
 
 @scorer("friendly")
-def friendly(text: str, prompt: str | None = None) -> dict[str, float]:
+def friendly(text: str, prompt: str | None = None, min_words: int = 20) -> dict[str, float]:
     ws = words(text)
-    g = _gates(text, prompt, ws, min_words=20)
+    g = _gates(text, prompt, ws, min_words=min_words)
     if not ws:
         return {**g, "score": 0.0}
     sents = sentences(text)

@@ -236,6 +236,18 @@ def test_informative_linear_curve_pays_each_new_content_word_alike():
         score_text("informative", text, P, curve="cubic")
 
 
+def test_friendly_min_words_scales_short_answers_by_the_substance_ramp():
+    """`min_words: k` sets friendly's minimum-substance ramp, min(1, (words + 1) / k) (default 20): an answer under k
+    words is scaled by its share of k, one of k words or more is not."""
+    text = ANSWERS["friendly"]
+    n = len(words(text))
+    assert 20 <= n < 200
+    default = score_text("friendly", text, P)["score"]
+    assert 0 < default < 1
+    for k, ratio in ((n + 1, 1.0), (2 * (n + 1), 0.5), (4 * (n + 1), 0.25)):
+        assert score_text("friendly", text, P, min_words=k)["score"] == pytest.approx(default * ratio, rel=1e-9), k
+
+
 def test_scores_are_graded_not_binary():
     """Smooth: neutral answers sit inside (0, 1) on every dimension, so PPO has a signal from step 0."""
     for dim in DIMS:

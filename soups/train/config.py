@@ -125,6 +125,13 @@ class TrainConfig(BaseModel):
         "preference statements, the trained dimension's own and one of each other opposing pair's, as the paper "
         "prompts a soup (soups.train.mix); the reward still sees the plain prompt. 0: plain prompts only")
 
+    greedy_share: float = Field(
+        0.0, ge=0, le=1, description="ppo: share of each batch's rollouts decoded greedily instead of sampled (the "
+        "first round(share x batch_size) rows), so that the reward also sees the answers a greedy user gets: a "
+        "policy trained only on samples at temperature 0.7 can loop under greedy decoding where its samples do not. "
+        "Their log-probabilities are the policy's own, at `temperature`; `reward_greedy` in metrics.jsonl is their "
+        "mean raw reward. 0: every rollout sampled")
+
     @field_validator("autocast", mode="before")
     @classmethod
     def _yaml_off(cls, v: Any) -> Any:

@@ -378,6 +378,8 @@ class ExpertRecipe:
 
         cfg, algo = self.cfg, self.cfg.algo
         offset = self.start_step if algo == "ppo" else 0  # PPO's own step counter restarts on resume
+        if algo != "ppo" and cfg.greedy_share:
+            raise ConfigError(f"greedy_share is implemented for ppo only; drop it or use --algo ppo, not {algo}")
         if algo != "ppo" and self.ref_adapter:
             raise ConfigError(f"warm_start is implemented for ppo only; drop warm_start or use --algo ppo, not {algo}")
         logger = StepLogger(self.run_dir / "metrics.jsonl", total=cfg.steps, start=self.start_step,

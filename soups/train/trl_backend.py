@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 RewardFn = Callable[..., list[float]]
 # What the reward saw since the last logged step (PPO logs only its own tensors): response tokens,
 # finished (EOS) responses, count, raw reward sum. step_metrics() turns it into per-step figures.
-_ROLLOUTS = {"tokens": 0, "finished": 0, "n": 0, "reward": 0.0}
+_ROLLOUTS = {"tokens": 0, "finished": 0, "n": 0, "reward": 0.0, "greedy_n": 0, "greedy_reward": 0.0}
+# greedy_share: how many leading rows of the batch being scored were decoded greedily (set by _greedy_share_hook)
+_GREEDY = {"rows": 0}
 
 
 class KLStop(Exception):
@@ -64,6 +66,9 @@ class CallableRewardModel(nn.Module):
         _ROLLOUTS["finished"] += int((responses == eos).any(dim=1).sum()) if eos is not None else 0
         _ROLLOUTS["n"] += len(completions)
         _ROLLOUTS["reward"] += float(scores.sum())
+        k = min(_GREEDY["rows"], len(completions))
+        _ROLLOUTS["greedy_n"] += k
+        _ROLLOUTS["greedy_reward"] += float(scores[:k].sum())
         if self.baseline is not None:
             scores = scores - torch.tensor([self.baseline[p] for p in prompts], dtype=torch.float32)
         return None, scores.to(query_responses.device), seq_len
@@ -86,6 +91,55 @@ def _ppo_reward_hook() -> Iterator[None]:
         yield
     finally:
         mod.get_reward = original
+
+
+def greedy_rows(batch: int, share: float) -> int:
+    """How many of a batch's rollouts greedy_share decodes greedily (at least one when the share is on)."""
+    return 0 if share <= 0 else min(batch, max(1, round(share * batch)))
+
+
+def _pad_right(t: torch.Tensor, length: int, value: float) -> torch.Tensor:
+    if t.shape[1] >= length:
+        return t
+    fill = t.new_full((t.shape[0], length - t.shape[1], *t.shape[2:]), value)
+    return torch.cat((t, fill), dim=1)
+
+
+@contextlib.contextmanager
+def _greedy_share_hook(share: float, temperature: float) -> Iterator[None]:
+    """Route PPO's rollout generation so the first greedy_rows() rows of each batch are decoded greedily.
+
+    PPO reads a rollout's log-probabilities from the scores that generation returns, which for sampling are the
+    logits divided by the temperature; greedy decoding returns the raw logits, so those are divided here, and every
+    row's log-probability is the same policy's at the same temperature (what PPO's updates recompute)."""
+    if share <= 0:
+        yield
+        return
+    from transformers import GenerationConfig
+    from trl.experimental.ppo import ppo_trainer as mod
+
+    original = mod.batch_generation
+
+    def batch_generation(model, queries, forward_batch_size, pad_token_id, generation_config):
+        k = greedy_rows(queries.shape[0], share)
+        greedy = GenerationConfig(max_new_tokens=generation_config.max_new_tokens, do_sample=False)
+        g_qr, g_logits = original(model, queries[:k], forward_batch_size, pad_token_id, greedy)
+        g_logits = g_logits / (temperature + 1e-7)  # as TRL divides the sampled rows' and the updates' logits
+        _GREEDY["rows"] = k
+        if k == queries.shape[0]:
+            return g_qr, g_logits
+        s_qr, s_logits = original(model, queries[k:], forward_batch_size, pad_token_id, generation_config)
+        n = max(g_qr.shape[1], s_qr.shape[1])
+        qr = torch.cat((_pad_right(g_qr, n, pad_token_id), _pad_right(s_qr, n, pad_token_id)))
+        m = n - queries.shape[1]
+        return qr, torch.cat((_pad_right(g_logits, m, 0.0), _pad_right(s_logits, m, 0.0)))
+
+    mod.batch_generation = batch_generation
+    try:
+        yield
+    finally:
+        mod.batch_generation = original
+        _GREEDY["rows"] = 0
 
 
 def trl_reward_func(reward_fn: RewardFn, name: str) -> Callable[..., list[float]]:
@@ -111,7 +165,9 @@ def step_metrics(logs: dict[str, float]) -> dict[str, float]:
         n = _ROLLOUTS["n"]
         out.update(rollout_tokens=_ROLLOUTS["tokens"], response_tokens_mean=_ROLLOUTS["tokens"] / n,
                    eos_rate=_ROLLOUTS["finished"] / n, reward_raw=_ROLLOUTS["reward"] / n)
-        _ROLLOUTS.update(tokens=0, finished=0, n=0, reward=0.0)
+        if _ROLLOUTS["greedy_n"]:
+            out["reward_greedy"] = _ROLLOUTS["greedy_reward"] / _ROLLOUTS["greedy_n"]
+        _ROLLOUTS.update(tokens=0, finished=0, n=0, reward=0.0, greedy_n=0, greedy_reward=0.0)
     return out
 
 
@@ -274,7 +330,8 @@ def train_ppo(policy, tokenizer, base_dir: Path, cfg: TrainConfig, reward_fn: Re
     if resume_from is not None:
         _ppo_load(trainer, resume_from)
     trainer.args.num_total_batches = cfg.steps - start_step
-    with _ppo_reward_hook(), contextlib.suppress(KLStop), autocast(use_bf16, str(trainer.accelerator.device)):
+    with _ppo_reward_hook(), _greedy_share_hook(cfg.greedy_share, cfg.temperature), contextlib.suppress(KLStop), \
+            autocast(use_bf16, str(trainer.accelerator.device)):
         trainer.train()
     return trainer.accelerator.unwrap_model(trainer.model).policy
 

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-CURVE_KEYS = ("reward", "reward_raw", "kl", "response_tokens_mean", "eos_rate")
+CURVE_KEYS = ("reward", "reward_raw", "reward_greedy", "kl", "response_tokens_mean", "eos_rate")
 
 
 def curve_rows(metrics: list[dict]) -> list[dict]:
@@ -46,8 +46,8 @@ def plot_curve(name: str, rows: list[dict], out: Path, info: dict | None = None)
     steps = [r["step"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     panels = (
-        (axes[0], (("reward_raw", "reward"), ("reward", "as PPO optimises it (- baseline, - unfinished penalty)")),
-         "reward"),
+        (axes[0], (("reward_raw", "reward"), ("reward", "as PPO optimises it (- baseline, - unfinished penalty)"),
+                   ("reward_greedy", "greedy rollouts' reward (greedy_share)")), "reward"),
         (axes[1], (("kl", "KL to the reference"),), "KL (nats / answer)"),
         (axes[2], (("response_tokens_mean", "answer tokens"),), "tokens"),
     )

@@ -16,7 +16,8 @@ def test_curve_from_run_dir_and_expert_json(tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     name, got, _ = load_curve(run)
     assert name == "run" and [r["step"] for r in got] == [1, 2, 3]
-    assert got[2] == {"step": 3, "reward": 0.3, "reward_greedy": 0.15, "kl": 0.03, "eos_rate": 0.5}  # only the plotted keys
+    # only the plotted keys
+    assert got[2] == {"step": 3, "reward": 0.3, "reward_greedy": 0.15, "kl": 0.03, "eos_rate": 0.5}
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "expert.json").write_text(json.dumps({"dimension": "toy", "curve": curve_rows(rows)}))

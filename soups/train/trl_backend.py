@@ -29,7 +29,8 @@ RewardFn = Callable[..., list[float]]
 # What the reward saw since the last logged step (PPO logs only its own tensors): response tokens,
 # finished (EOS) responses, count, raw reward sum. step_metrics() turns it into per-step figures.
 _ROLLOUTS = {"tokens": 0, "finished": 0, "n": 0, "reward": 0.0, "greedy_n": 0, "greedy_reward": 0.0}
-# greedy_share: how many leading rows of the batch being scored were decoded greedily (set by _greedy_share_hook)
+# greedy_share: how many leading rows of the batch being scored were decoded greedily (set by _greedy_share_hook;
+# train_ppo scores a whole batch in one call, local_rollout_forward_batch_size = batch_size)
 _GREEDY = {"rows": 0}
 
 

@@ -99,13 +99,6 @@ def greedy_rows(batch: int, share: float) -> int:
     return 0 if share <= 0 else min(batch, max(1, round(share * batch)))
 
 
-def _pad_right(t: torch.Tensor, length: int, value: float) -> torch.Tensor:
-    if t.shape[1] >= length:
-        return t
-    fill = t.new_full((t.shape[0], length - t.shape[1], *t.shape[2:]), value)
-    return torch.cat((t, fill), dim=1)
-
-
 @contextlib.contextmanager
 def _greedy_share_hook(share: float, temperature: float) -> Iterator[None]:
     """Route PPO's rollout generation so the first greedy_rows() rows of each batch are decoded greedily.
@@ -118,6 +111,7 @@ def _greedy_share_hook(share: float, temperature: float) -> Iterator[None]:
         return
     from transformers import GenerationConfig
     from trl.experimental.ppo import ppo_trainer as mod
+    from trl.trainer.utils import pad
 
     original = mod.batch_generation
 
@@ -130,10 +124,8 @@ def _greedy_share_hook(share: float, temperature: float) -> Iterator[None]:
         if k == queries.shape[0]:
             return g_qr, g_logits
         s_qr, s_logits = original(model, queries[k:], forward_batch_size, pad_token_id, generation_config)
-        n = max(g_qr.shape[1], s_qr.shape[1])
-        qr = torch.cat((_pad_right(g_qr, n, pad_token_id), _pad_right(s_qr, n, pad_token_id)))
-        m = n - queries.shape[1]
-        return qr, torch.cat((_pad_right(g_logits, m, 0.0), _pad_right(s_logits, m, 0.0)))
+        # the groups may end at different lengths: right-pad row by row, as TRL's batch_generation pads its chunks
+        return pad([*g_qr, *s_qr], padding_value=pad_token_id), pad([*g_logits, *s_logits], padding_value=0)
 
     mod.batch_generation = batch_generation
     try:

@@ -146,7 +146,7 @@ class ExpertRecipe:
         set_peft_model_state_dict(self.policy, load_file(str(adapter.path / WEIGHTS_NAME)))
         self.stages.append({"stage": "init_adapter", "path": str(adapter.path.absolute()),
                             "from": adapter.meta.get("algorithm"), "steps": adapter.meta.get("steps_done"),
-                            "config": adapter.meta.get("config")})
+                            "config": adapter.meta.get("config"), "stages": adapter.meta.get("stages", [])})
 
     def _prompts(self, spec, split: str, flag: str) -> list[str]:
         if isinstance(spec, list):

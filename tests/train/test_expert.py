@@ -228,8 +228,10 @@ def test_init_adapter_starts_the_trainable_lora_from_an_adapter(confident_base, 
     end = load_file(str(Path(info["out"]) / "adapter_model.safetensors"))
     assert sorted(end) == sorted(start)
     assert all(torch.allclose(end[k], start[k], atol=1e-6) for k in start)
+    first_meta = json.loads((first / "expert.json").read_text())
     assert info["stages"][0] == {"stage": "init_adapter", "path": str(first.absolute()), "from": "ppo", "steps": 2,
-                                 "config": json.loads((first / "expert.json").read_text())["config"]}
+                                 "config": first_meta["config"], "stages": first_meta["stages"]}
+    assert [s["stage"] for s in info["stages"][0]["stages"]][-1] == "ppo"  # the adapter's own history, nested
     fresh = load_file(str(Path(_train(confident_base, tmp_path, "fresh", overrides=tiny)["out"])
                           / "adapter_model.safetensors"))
     assert max(float(t.abs().max()) for n, t in fresh.items() if "lora_B" in n) < 1e-6

@@ -1,4 +1,4 @@
-"""`soups merge`, `soups experts`, `soups inspect`."""
+"""`soups merge`, `soups scale-expert`, `soups experts`, `soups inspect`."""
 
 from __future__ import annotations
 
@@ -90,6 +90,33 @@ def merge_cmd(
             typer.echo(
                 f"LoRA rank {result.rank} exceeds vLLM's largest --max-lora-rank (512); use --method svd --rank K"
             )
+
+
+@app.command("scale-expert")
+def scale_expert_cmd(
+    expert: str = typer.Argument(..., help="The expert: a directory or a name under experts/."),
+    alpha: float = typer.Option(..., "--alpha", "-a", help="Factor on the expert's delta: > 1 pushes it further, "
+                                "< 1 pulls it toward the base (1 keeps it)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The scaled expert's directory (built beside it, renamed "
+                             "when complete)."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
+) -> None:
+    """Scale one expert's LoRA delta by --alpha (task-vector scaling) and write it as an expert again.
+
+    Only lora_B changes; ranks, alphas and targets stay, so the scaled expert merges with the others as before.
+    expert.json keeps the source's history and adds a `scale` stage.
+
+    Example:
+
+        soups scale-expert unfriendly --alpha 1.3 --out runs/out/unfriendly-x1.3
+        soups eval --experts runs/out/unfriendly-x1.3 --weights 1 --baselines base,prompted
+    """
+    from soups.config import experts_dir
+    from soups.io.adapter import resolve_expert
+    from soups.merge.scale import scale_expert
+
+    meta = scale_expert(resolve_expert(expert, experts_dir()), alpha, out, force=force)
+    typer.echo(f"wrote {out}: {meta.get('dimension') or expert} with its delta x {alpha:g}")
 
 
 @app.command("methods")

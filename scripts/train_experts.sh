@@ -39,6 +39,10 @@ FRIENDLY+=" --set warm_start.learning_rate=5e-4 --steps 12"
 declare -A EXTRA=([informative]="$EXPERT --steps 14" [expert]="$EXPERT --steps 24" [unfriendly]="$UNFRIENDLY"
                   [friendly]="$FRIENDLY")
 declare -A DIMFILE=([informative]=experts/configs/dims/informative.yaml [unfriendly]=experts/configs/dims/unfriendly.yaml)
+# the trained expert's delta times this factor (`soups scale-expert`): unfriendly x 1.3, chosen on 48 training
+# prompts (its reward 0.42 -> 0.60 with distinct-3 kept; x 1.6 adds 0.02 while answers turn into one template);
+# the trained one is kept in runs/make-experts/<dim>.trained (README "Shipped experts", session 16)
+declare -A SCALE=([unfriendly]=1.3)
 DIMS=${DIMS:-concise informative friendly unfriendly expert elementary}
 mkdir -p runs/make-experts
 # unfriendly: its reward is half a learned one (experts/configs/dims/unfriendly.yaml), so first the base writes
@@ -57,9 +61,16 @@ run_one() {
   local d=$1
   prepare "$d" || { echo "train_experts: $d FAILED (runs/make-experts/$d.pairs.log, $d.reward.log)"; return 1; }
   eval "local extra=(${EXTRA[$d]:-})"  # the flags, with quoted values kept whole
+  local out=$OUT_ROOT/$d
+  [ -z "${SCALE[$d]:-}" ] || out=runs/make-experts/$d.trained
   OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 "$BIN/soups" train-expert --dim "${DIMFILE[$d]:-$d}" --algo ppo --preset cpu "${extra[@]}" \
-    --run-dir "runs/make-experts/$d" --out "$OUT_ROOT/$d" --resume --force --quiet \
-    > "runs/make-experts/$d.log" 2>&1 && echo "train_experts: $d done" || { echo "train_experts: $d FAILED (runs/make-experts/$d.log)"; return 1; }
+    --run-dir "runs/make-experts/$d" --out "$out" --resume --force --quiet \
+    > "runs/make-experts/$d.log" 2>&1 || { echo "train_experts: $d FAILED (runs/make-experts/$d.log)"; return 1; }
+  if [ -n "${SCALE[$d]:-}" ]; then
+    "$BIN/soups" scale-expert "$out" --alpha "${SCALE[$d]}" --out "$OUT_ROOT/$d" --force >> "runs/make-experts/$d.log" 2>&1 \
+      || { echo "train_experts: $d FAILED (runs/make-experts/$d.log)"; return 1; }
+  fi
+  echo "train_experts: $d done"
 }
 export BIN OUT_ROOT
-printf '%s\n' $DIMS | xargs -P "$JOBS" -I{} bash -c "$(declare -A -p EXTRA DIMFILE); $(declare -f prepare run_one); run_one {}"
+printf '%s\n' $DIMS | xargs -P "$JOBS" -I{} bash -c "$(declare -A -p EXTRA DIMFILE SCALE); $(declare -f prepare run_one); run_one {}"

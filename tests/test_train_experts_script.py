@@ -52,6 +52,12 @@ def test_each_dimension_gets_its_flags_with_quoted_values_whole(tmp_path):
     assert teacher == ["warm_start.statement=You are a grumpy, impatient teacher. Answer the question in two or "
                        "three cold sentences, and make it clear you find the question stupid and annoying."]
     assert "warm_start.prompts=160" in sets
+    # ... and its trained delta is scaled by 1.3 into the output (the trained expert kept in the run folder)
+    assert flag_values(unf, "--out") == ["runs/make-experts/unfriendly.trained"]
+    scale = [c for c in calls if c[0] == "scale-expert"]
+    assert scale == [["scale-expert", "runs/make-experts/unfriendly.trained", "--alpha", "1.3",
+                      "--out", str(tmp_path / "out" / "unfriendly"), "--force"]]
+    assert calls.index(scale[0]) > calls.index(unf)
     expert = by_dim["expert"]
     assert flag_values(expert, "--steps") == ["24"] and "warm_start=false" in flag_values(expert, "--set")
     friendly = by_dim["friendly"]

@@ -5,7 +5,7 @@ for alpha < 1): alpha > 1 pushes the expert further along what it learned, alpha
 base. Only each module's lora_B is multiplied (in float32, rounded once to its stored dtype); lora_A, the adapter
 config (ranks, alphas, targets) and every other file stay as they were, so the scaled expert merges with the
 others by every method that merged the original. Tensors stream one at a time (lora_A is copied byte for byte);
-expert.json gains a `scale` stage (alpha, the source path and the source's weights fingerprint).
+expert.json gains a `scale` stage (alpha, the source's path and its sha256 as soup.json records experts).
 """
 
 from __future__ import annotations
@@ -19,18 +19,9 @@ from soups.errors import ConfigError
 from soups.io.adapter import CONFIG_NAME, WEIGHTS_NAME, load_adapter
 from soups.io.atomic import atomic_dir, check_output
 from soups.io.checkpoint import OutTensor, TensorReader, from_f32, write_shards
+from soups.merge.provenance import expert_sha256
 
 MAX_ALPHA = 100.0
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
 
 
 def scale_expert(src: Path | str, alpha: float, out: Path | str, *, force: bool = False) -> dict:
@@ -43,10 +34,9 @@ def scale_expert(src: Path | str, alpha: float, out: Path | str, *, force: bool 
     if out.resolve() == src.resolve():
         raise ConfigError(f"--out {out}: is the source expert; write the scaled expert to another directory")
     check_output(out, force)
-    weights = src / WEIGHTS_NAME
     meta = dict(adapter.meta)
     stage = {"stage": "scale", "alpha": float(alpha), "from": str(src.absolute()),
-             "from_weights": _sha256(weights)}
+             "from_sha256": expert_sha256(src)}
     meta["stages"] = [*meta.get("stages", []), stage]
     with TensorReader() as reader, atomic_dir(out, force=force) as tmp:
         plan = []

@@ -590,6 +590,18 @@ ROWS: list[Row] = [
     # --- experts / inspect / dims
     R("experts-broken-expert", "experts", "ex_alpha0/adapter_config.json", "lora_alpha",
       env={"SOUPS_EXPERTS_DIR": "{root}/zoo"}),
+    R("scale-alpha-zero", "scale-expert {e1} --alpha 0 --out " + OUT, "--alpha", "(0, 100]", outs=OUT),
+    R("scale-alpha-nan", "scale-expert {e1} --alpha nan --out " + OUT, "--alpha", "nan", outs=OUT),
+    R("scale-alpha-text", "scale-expert {e1} --alpha big --out " + OUT, "--alpha", "big"),
+    R("scale-alpha-missing", "scale-expert {e1} --out " + OUT, "--alpha", outs=OUT),
+    R("scale-out-missing", "scale-expert {e1} --alpha 2", "--out"),
+    R("scale-out-is-source", "scale-expert {e1} --alpha 2 --out {e1}", "--out", "source"),
+    R("scale-expert-missing", "scale-expert {missing} --alpha 2 --out " + OUT, "not found", outs=OUT),
+    R("scale-expert-bad-config", "scale-expert {ex_badcfg} --alpha 2 --out " + OUT, "adapter_config.json", "JSON",
+      outs=OUT),
+    R("scale-expert-dora", "scale-expert {ex_dora} --alpha 2 --out " + OUT, "DoRA", outs=OUT),
+    R("scale-expert-pickle", "scale-expert {ex_pickle} --alpha 2 --out " + OUT, "--allow-pickle", outs=OUT),
+    R("scale-out-file", "scale-expert {e1} --alpha 2 --out {afile}", "--out", "not a directory"),
     R("inspect-missing", "inspect {missing}", "PATH", "not found"),
     R("inspect-file", "inspect {afile}", "PATH", "afile.txt", "not a directory"),
     R("inspect-loop", "inspect {loop_json}", "PATH", "symlink loop"),
@@ -1096,7 +1108,7 @@ def test_table_has_enough_distinct_rows():
     assert len({(r.argv, r.env.get("SOUPS_EXPERTS_DIR"), r.input, r.cwd) for r in ROWS}) == len(ROWS)
     assert len(ROWS) >= 300
     commands = {shlex.split(r.argv)[0] for r in ROWS if not r.id.startswith("usage-root")} - {"nosuch"}
-    assert commands >= {"merge", "methods", "experts", "inspect", "base", "dims", "train-expert", "train-reward",
+    assert commands >= {"merge", "scale-expert", "methods", "experts", "inspect", "base", "dims", "train-expert", "train-reward",
                         "make-pairs", "generate", "eval", "sweep", "ask", "fit-weights", "fit-population",
                         "build-pool", "serve", "playground"}
 

@@ -98,3 +98,9 @@ def test_bad_input_is_one_line_and_loses_nothing(expert, tmp_path):
     (pickled / "adapter_config.json").write_bytes((expert / "adapter_config.json").read_bytes())
     torch.save(load_file(str(expert / "adapter_model.safetensors")), pickled / "adapter_model.bin")
     assert_one_line_error(run_cli("scale-expert", pickled, "--alpha", 2, "--out", tmp_path / "p2"), "pickle")
+
+
+def test_inspect_shows_the_history_with_the_scale(expert, tmp_path):
+    assert run_cli("scale-expert", expert, "--alpha", 1.3, "--out", tmp_path / "s").code == 0
+    res = run_cli("inspect", tmp_path / "s")
+    assert res.code == 0 and "stages: ppo -> scale x1.3" in res.out, res.out

@@ -217,9 +217,11 @@ def inspect_cmd(path: Path = typer.Argument(..., help="An expert adapter directo
                 typer.echo(f"  {key}: {json.dumps(a.meta[key])}")
         stages = [st for st in a.meta.get("stages") or [] if isinstance(st, dict)]
         if stages:  # reward above is the trained expert's: a later scale stage changed it after
-            typer.echo("  stages: " + " -> ".join(
-                f"scale x{st.get('alpha'):g}" if st.get("stage") == "scale" and isinstance(st.get("alpha"), (int, float))
-                else str(st.get("stage")) for st in stages))
+            def label(st: dict) -> str:
+                scaled = st.get("stage") == "scale" and isinstance(st.get("alpha"), (int, float))
+                return f"scale x{st['alpha']:g}" if scaled else str(st.get("stage"))
+
+            typer.echo("  stages: " + " -> ".join(map(label, stages)))
     elif (path / "config.json").exists():
         read_json(path / "config.json", None, CheckpointError, "re-save or re-download the model")
         idx = read_index(path)

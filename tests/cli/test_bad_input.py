@@ -1108,8 +1108,8 @@ def test_table_has_enough_distinct_rows():
     assert len({(r.argv, r.env.get("SOUPS_EXPERTS_DIR"), r.input, r.cwd) for r in ROWS}) == len(ROWS)
     assert len(ROWS) >= 300
     commands = {shlex.split(r.argv)[0] for r in ROWS if not r.id.startswith("usage-root")} - {"nosuch"}
-    assert commands >= {"merge", "scale-expert", "methods", "experts", "inspect", "base", "dims", "train-expert", "train-reward",
-                        "make-pairs", "generate", "eval", "sweep", "ask", "fit-weights", "fit-population",
+    assert commands >= {"merge", "scale-expert", "methods", "experts", "inspect", "base", "dims", "train-expert",
+                        "train-reward", "make-pairs", "generate", "eval", "sweep", "ask", "fit-weights", "fit-population",
                         "build-pool", "serve", "playground"}
 
 

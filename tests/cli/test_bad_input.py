@@ -1109,8 +1109,8 @@ def test_table_has_enough_distinct_rows():
     assert len(ROWS) >= 300
     commands = {shlex.split(r.argv)[0] for r in ROWS if not r.id.startswith("usage-root")} - {"nosuch"}
     assert commands >= {"merge", "scale-expert", "methods", "experts", "inspect", "base", "dims", "train-expert",
-                        "train-reward", "make-pairs", "generate", "eval", "sweep", "ask", "fit-weights", "fit-population",
-                        "build-pool", "serve", "playground"}
+                        "train-reward", "make-pairs", "generate", "eval", "sweep", "ask", "fit-weights",
+                        "fit-population", "build-pool", "serve", "playground"}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
